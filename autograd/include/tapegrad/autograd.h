@@ -1,0 +1,505 @@
+/*
+ * tapegrad autograd: tensors, a tape, and reverse-mode differentiation.
+ *
+ * Conventions used throughout:
+ *  - Tensors are dense, contiguous and row-major, of dtype f32 or f64, with
+ *    1 to AG_MAX_DIMS dimensions. A scalar is a tensor with one element.
+ *  - Layers follow the row-vector convention S = xW + b: x is batch x in,
+ *    W is in x out, b is 1 x out.
+ *  - Every op takes the tape first. Its result lives in the tape's arena and
+ *    stays valid until ag_tape_reset or ag_tape_free.
+ *  - Errors are values. A function that fails returns NULL (or -1) and sets
+ *    a message readable with ag_error(). An op given a NULL input returns NULL
+ *    without touching the message, so a whole expression can be built and
+ *    checked once at the end.
+ *  - The library never prints and never aborts on caller input.
+ */
+#ifndef TAPEGRAD_AUTOGRAD_H
+#define TAPEGRAD_AUTOGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AG_MAX_DIMS 6   /* most dimensions a tensor can have */
+#define AG_MAX_INPUTS 4 /* most inputs an op can take */
+#define AG_MAX_PARAMS 4 /* most scalar attributes an op record stores */
+
+typedef enum ag_dtype { AG_F32 = 0, AG_F64 = 1 } ag_dtype;
+
+typedef struct ag_tensor ag_tensor;
+typedef struct ag_tape ag_tape;
+
+/* Expands to the two arguments `ndim, shape` from a list of dimensions:
+ * ag_zeros(tp, AG_F64, AG_SHAPE(2, 3)). */
+#define AG_SHAPE(...)                                                        \
+    (int)(sizeof((size_t[]){__VA_ARGS__}) / sizeof(size_t)),                 \
+        (const size_t[]){__VA_ARGS__}
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Returns the message of the most recent error on this thread, or NULL when
+ * none is set. The message names the function, the offending shapes or values
+ * and the fix. It stays set until ag_error_clear or the next failing call. */
+const char *ag_error(void);
+
+/* Clears this thread's error message. */
+void ag_error_clear(void);
+
+/* Sets this thread's error message (printf format). For custom ops and
+ * layers built on the library, so their failures read like built-in ones. */
+void ag_set_error(const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Allocation functions the library uses for all of its heap memory. */
+typedef struct ag_allocator {
+    void *(*alloc)(size_t size, void *user);
+    void *(*realloc)(void *ptr, size_t size, void *user);
+    void (*free)(void *ptr, void *user);
+    void *user;
+} ag_allocator;
+
+/* Replaces the allocator for all later allocations; NULL restores malloc,
+ * realloc and free. Memory must be freed by the allocator that made it, so
+ * call this before creating any tape or tensor. Not thread-safe. Tests and
+ * benchmarks use it to count allocations. */
+void ag_set_allocator(const ag_allocator *allocator);
+
+/* ------------------------------------------------------------------------ */
+/* Tape                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Creates an empty tape that records. Returns NULL when out of memory. The
+ * caller frees it with ag_tape_free. */
+ag_tape *ag_tape_new(void);
+
+/* Frees the tape, its records and every tensor in its arena. NULL is a no-op.
+ * Heap tensors (created with a NULL tape) are not touched. */
+void ag_tape_free(ag_tape *tape);
+
+/* Drops every record and every tensor made on the tape since the last reset,
+ * keeping the memory for reuse, so a warm loop of reset, forward and backward
+ * makes no heap allocation. Gradients of heap tensors are kept. */
+void ag_tape_reset(ag_tape *tape);
+
+/* Turns recording on or off and returns the previous setting. With recording
+ * off, ops still compute their values on the arena but append no record and
+ * their results do not require gradients (evaluation, optimizer updates). */
+bool ag_tape_set_recording(ag_tape *tape, bool recording);
+
+/* Returns whether ops applied on the tape are recorded. */
+bool ag_tape_is_recording(const ag_tape *tape);
+
+/* Returns the number of records on the tape. */
+size_t ag_tape_size(const ag_tape *tape);
+
+/* Returns the bytes of arena memory the tape holds (in use or not). */
+size_t ag_tape_capacity(const ag_tape *tape);
+
+/* Allocates `size` bytes, aligned to 64, from the tape's arena. The memory is
+ * released by ag_tape_reset. For custom ops that save values for backward.
+ * Returns NULL and sets an error when out of memory. */
+void *ag_tape_alloc(ag_tape *tape, size_t size);
+
+/* ------------------------------------------------------------------------ */
+/* Tensors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every creation function takes a tape. With a tape, the tensor lives in the
+ * tape's arena until the next reset. With tape == NULL, the tensor is a heap
+ * tensor owned by the caller, freed with ag_tensor_free: use that for
+ * parameters and data that outlive a step.
+ *
+ * Shapes have 1 to AG_MAX_DIMS dimensions. A dimension may be 0 (an empty
+ * tensor). Creation fails with NULL and a message on an invalid shape or
+ * when out of memory.
+ */
+
+/* Creates a tensor of zeros. */
+ag_tensor *ag_zeros(ag_tape *tape, ag_dtype dtype, int ndim, const size_t *shape);
+
+/* Creates a tensor of ones. */
+ag_tensor *ag_ones(ag_tape *tape, ag_dtype dtype, int ndim, const size_t *shape);
+
+/* Creates a tensor with every element equal to `value` (rounded to f32 for
+ * an f32 tensor). */
+ag_tensor *ag_full(ag_tape *tape, ag_dtype dtype, int ndim, const size_t *shape,
+                   double value);
+
+/* Creates a one-element tensor of shape (1). */
+ag_tensor *ag_scalar(ag_tape *tape, ag_dtype dtype, double value);
+
+/* Creates a tensor holding a copy of `data`, which has numel elements of
+ * type float (AG_F32) or double (AG_F64). The caller keeps ownership of
+ * `data`. */
+ag_tensor *ag_tensor_from_data(ag_tape *tape, ag_dtype dtype, int ndim,
+                               const size_t *shape, const void *data);
+
+/* Creates a tensor of the given dtype from an array of doubles (converted,
+ * rounding to nearest for f32). The caller keeps ownership of `data`. */
+ag_tensor *ag_tensor_from_doubles(ag_tape *tape, ag_dtype dtype, int ndim,
+                                  const size_t *shape, const double *data);
+
+/* Creates a copy of `t` with the given dtype, not connected to the tape's
+ * graph (no record, no gradient). With tape == NULL the copy is a heap
+ * tensor. */
+ag_tensor *ag_tensor_copy(ag_tape *tape, const ag_tensor *t, ag_dtype dtype);
+
+/* Frees a heap tensor and its gradient. NULL and tensors that live on a tape
+ * are ignored (the tape frees those). */
+void ag_tensor_free(ag_tensor *t);
+
+/* Returns the dtype. */
+ag_dtype ag_tensor_dtype(const ag_tensor *t);
+
+/* Returns the number of dimensions. */
+int ag_tensor_ndim(const ag_tensor *t);
+
+/* Returns the size of dimension `axis`; a negative axis counts from the end.
+ * Returns 0 for an axis out of range. */
+size_t ag_tensor_dim(const ag_tensor *t, int axis);
+
+/* Returns the shape array (ndim entries), valid as long as the tensor. */
+const size_t *ag_tensor_shape(const ag_tensor *t);
+
+/* Returns the number of elements. */
+size_t ag_tensor_numel(const ag_tensor *t);
+
+/* Returns the element data: float * for f32, double * for f64. Writing to it
+ * is allowed for heap tensors between steps (parameter updates) and for
+ * inputs before they are used by an op. */
+void *ag_tensor_data(ag_tensor *t);
+
+/* Returns the element data as float *, or NULL with an error if the tensor
+ * is not f32. */
+float *ag_tensor_f32(ag_tensor *t);
+
+/* Returns the element data as double *, or NULL with an error if the tensor
+ * is not f64. */
+double *ag_tensor_f64(ag_tensor *t);
+
+/* Returns element `index` of the row-major data as a double. Returns NaN and
+ * sets an error if the index is out of range. */
+double ag_tensor_get(const ag_tensor *t, size_t index);
+
+/* Sets element `index` from a double. Returns 0, or -1 with an error if the
+ * index is out of range. */
+int ag_tensor_set(ag_tensor *t, size_t index, double value);
+
+/* Returns the value of a one-element tensor. Returns NaN and sets an error
+ * if the tensor has more than one element. */
+double ag_tensor_item(const ag_tensor *t);
+
+/* Gives the tensor a name, shown by traces and error messages. The name is
+ * copied (at most 31 bytes are kept). */
+void ag_tensor_set_name(ag_tensor *t, const char *name);
+
+/* Returns the tensor's name, or "" when it has none. */
+const char *ag_tensor_name(const ag_tensor *t);
+
+/* Marks the tensor as one whose gradient is wanted (a leaf: a parameter or
+ * an input to differentiate by), or clears the mark. A leaf's gradient buffer
+ * is allocated here, zeroed, on the heap for heap tensors and on the arena
+ * for tape tensors. Returns 0, or -1 with an error when out of memory or when
+ * `t` is the result of a recorded op (it already takes part in the graph). */
+int ag_tensor_set_requires_grad(ag_tensor *t, bool requires_grad);
+
+/* Returns whether gradients flow into the tensor. */
+bool ag_tensor_requires_grad(const ag_tensor *t);
+
+/* Returns the tensor's adjoint dL/dt after a backward pass, a tensor of the
+ * same shape and dtype, or NULL when no gradient reached it. Leaf gradients
+ * accumulate over backward calls until ag_tensor_zero_grad. The adjoints of
+ * intermediate values stay readable until the tape is reset. */
+ag_tensor *ag_tensor_grad(const ag_tensor *t);
+
+/* Sets the tensor's gradient to zero (keeps the buffer). NULL is a no-op. */
+void ag_tensor_zero_grad(ag_tensor *t);
+
+/* Returns a tensor that shares `t`'s data but is cut off from the graph:
+ * no record, no gradient. Lives on the tape. */
+ag_tensor *ag_detach(ag_tape *tape, ag_tensor *t);
+
+/* Returns whether two tensors have the same number of dimensions and sizes. */
+bool ag_tensor_same_shape(const ag_tensor *a, const ag_tensor *b);
+
+/* Writes the shape as "(2x3)" into buf (always NUL-terminated) and returns
+ * buf. For error messages. */
+char *ag_shape_str(const ag_tensor *t, char *buf, size_t size);
+
+/* ------------------------------------------------------------------------ */
+/* Seeded random numbers                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A random generator (xoshiro256**). For a given seed it gives the same
+ * uniform numbers on every machine; normal numbers use the polar method and
+ * libm's log and sqrt. */
+typedef struct ag_rng {
+    uint64_t state[4];
+} ag_rng;
+
+/* Returns a generator seeded with `seed` (expanded by splitmix64). */
+ag_rng ag_rng_new(uint64_t seed);
+
+/* Returns 64 random bits. */
+uint64_t ag_rng_next(ag_rng *rng);
+
+/* Returns a uniform double in [0, 1). */
+double ag_rng_uniform(ag_rng *rng);
+
+/* Returns a standard normal double. */
+double ag_rng_normal(ag_rng *rng);
+
+/* Returns a uniform integer in [0, n), without modulo bias. n must be > 0. */
+uint64_t ag_rng_below(ag_rng *rng, uint64_t n);
+
+/* Creates a tensor of uniform numbers in [low, high). */
+ag_tensor *ag_rand_uniform(ag_tape *tape, ag_dtype dtype, int ndim,
+                           const size_t *shape, double low, double high,
+                           ag_rng *rng);
+
+/* Creates a tensor of normal numbers with the given mean and standard
+ * deviation. */
+ag_tensor *ag_rand_normal(ag_tape *tape, ag_dtype dtype, int ndim,
+                          const size_t *shape, double mean, double stddev,
+                          ag_rng *rng);
+
+/* ------------------------------------------------------------------------ */
+/* Ops                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every op returns a new tensor on the tape, or NULL with an error message
+ * (shape or dtype mismatch, axis out of range, out of memory). Both inputs
+ * of a binary op must have the same dtype. An op records itself when the tape
+ * is recording and some input requires a gradient.
+ *
+ * Binary elementwise ops broadcast as NumPy does: shapes are aligned at the
+ * last dimension, and a dimension of size 1 (or a missing one) stretches to
+ * the other operand's size. Backward sums the gradient over the stretched
+ * dimensions, so each operand's gradient has the operand's own shape.
+ *
+ * Derivatives at kinks follow PyTorch: relu'(0) = 0, abs'(0) = 0,
+ * clamp passes the gradient where low <= x <= high, maximum/minimum of equal
+ * elements give each side half the gradient, and max reductions share the
+ * gradient evenly among tied maxima.
+ */
+
+/* Elementwise arithmetic with broadcasting. */
+ag_tensor *ag_add(ag_tape *tape, ag_tensor *a, ag_tensor *b); /* a + b */
+ag_tensor *ag_sub(ag_tape *tape, ag_tensor *a, ag_tensor *b); /* a - b */
+ag_tensor *ag_mul(ag_tape *tape, ag_tensor *a, ag_tensor *b); /* a * b */
+ag_tensor *ag_div(ag_tape *tape, ag_tensor *a, ag_tensor *b); /* a / b */
+
+/* a ^ b elementwise with broadcasting. d/db = a^b log a, taken as 0 where
+ * a == 0 and b > 0 (PyTorch's convention). */
+ag_tensor *ag_pow(ag_tape *tape, ag_tensor *a, ag_tensor *b);
+
+/* maximum(a, b) and minimum(a, b) elementwise with broadcasting; at equal
+ * elements each input gets half the gradient. NaN propagates. */
+ag_tensor *ag_maximum(ag_tape *tape, ag_tensor *a, ag_tensor *b);
+ag_tensor *ag_minimum(ag_tape *tape, ag_tensor *a, ag_tensor *b);
+
+/* Arithmetic with a constant (no gradient flows to the constant). */
+ag_tensor *ag_add_scalar(ag_tape *tape, ag_tensor *a, double c); /* a + c */
+ag_tensor *ag_mul_scalar(ag_tape *tape, ag_tensor *a, double c); /* a * c */
+ag_tensor *ag_pow_scalar(ag_tape *tape, ag_tensor *a, double p); /* a ^ p */
+
+/* Elementwise functions. */
+ag_tensor *ag_neg(ag_tape *tape, ag_tensor *x);     /* -x */
+ag_tensor *ag_exp(ag_tape *tape, ag_tensor *x);     /* e^x */
+ag_tensor *ag_log(ag_tape *tape, ag_tensor *x);     /* natural log */
+ag_tensor *ag_sqrt(ag_tape *tape, ag_tensor *x);    /* sqrt; d/dx at 0 is inf */
+ag_tensor *ag_abs(ag_tape *tape, ag_tensor *x);     /* |x|; d/dx at 0 is 0 */
+ag_tensor *ag_tanh(ag_tape *tape, ag_tensor *x);    /* tanh */
+ag_tensor *ag_sigmoid(ag_tape *tape, ag_tensor *x); /* 1 / (1 + e^-x), stable */
+ag_tensor *ag_relu(ag_tape *tape, ag_tensor *x);    /* max(x, 0); NaN passes */
+ag_tensor *ag_softplus(ag_tape *tape, ag_tensor *x); /* log(1 + e^x), stable */
+ag_tensor *ag_log_sigmoid(ag_tape *tape, ag_tensor *x); /* -softplus(-x) */
+
+/* min(max(x, low), high). The gradient passes where low <= x <= high. */
+ag_tensor *ag_clamp(ag_tape *tape, ag_tensor *x, double low, double high);
+
+/* Matrix product of 2-D tensors: (m x k) @ (k x n) -> (m x n). */
+ag_tensor *ag_matmul(ag_tape *tape, ag_tensor *a, ag_tensor *b);
+
+/* S = xW + b in one op: x (m x k), W (k x n), b (n) or (1 x n) -> (m x n).
+ * Same values and gradients as ag_add(ag_matmul(x, W), b), one pass less. */
+ag_tensor *ag_linear(ag_tape *tape, ag_tensor *x, ag_tensor *w, ag_tensor *b);
+
+/* Transpose of a 2-D tensor. */
+ag_tensor *ag_transpose(ag_tape *tape, ag_tensor *x);
+
+/* Same data with a new shape of the same number of elements. */
+ag_tensor *ag_reshape(ag_tape *tape, ag_tensor *x, int ndim, const size_t *shape);
+
+/* Reductions over all elements, giving a tensor of shape (1). The mean of an
+ * empty tensor is NaN, as in PyTorch; its sum is 0; its max is an error. */
+ag_tensor *ag_sum(ag_tape *tape, ag_tensor *x);
+ag_tensor *ag_mean(ag_tape *tape, ag_tensor *x);
+ag_tensor *ag_max(ag_tape *tape, ag_tensor *x);
+
+/* Reductions over one axis (negative counts from the end). With keepdims
+ * the axis stays with size 1; otherwise it is removed (a 1-D input gives
+ * shape (1)). */
+ag_tensor *ag_sum_axis(ag_tape *tape, ag_tensor *x, int axis, bool keepdims);
+ag_tensor *ag_mean_axis(ag_tape *tape, ag_tensor *x, int axis, bool keepdims);
+ag_tensor *ag_max_axis(ag_tape *tape, ag_tensor *x, int axis, bool keepdims);
+
+/* log(sum(exp(x))) computed as m + log(sum(exp(x - m))) with m the maximum,
+ * so it is finite for large inputs. A row of -inf gives -inf with a zero
+ * gradient. */
+ag_tensor *ag_logsumexp(ag_tape *tape, ag_tensor *x);
+ag_tensor *ag_logsumexp_axis(ag_tape *tape, ag_tensor *x, int axis, bool keepdims);
+
+/* softmax and log_softmax along an axis, from the max-shifted inputs. */
+ag_tensor *ag_softmax(ag_tape *tape, ag_tensor *x, int axis);
+ag_tensor *ag_log_softmax(ag_tape *tape, ag_tensor *x, int axis);
+
+/* ------------------------------------------------------------------------ */
+/* Backward                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Runs the reverse sweep from `output`. With seed == NULL the output must have
+ * one element and its adjoint starts at 1. Otherwise `seed` (same shape and
+ * dtype as output) is the starting adjoint, which computes the
+ * vector-Jacobian product seed^T J.
+ *
+ * The sweep visits the records in reverse order and adds each local gradient
+ * into the inputs' adjoints. Adjoints of intermediate values are recomputed
+ * from zero by each call; leaf gradients accumulate across calls until
+ * ag_tensor_zero_grad. Returns 0, or -1 with an error. */
+int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed);
+
+/* ------------------------------------------------------------------------ */
+/* Custom ops                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * An op is one definition: a name, a shape rule, a forward kernel and a
+ * backward rule. Built-in ops are defined the same way and live in the same
+ * registry, so a user's op is recorded, replayed and checked like a built-in.
+ */
+typedef struct ag_op ag_op;
+
+/* One application of an op, as the tape stores it. */
+typedef struct ag_record {
+    const ag_op *op;
+    int n_inputs;
+    ag_tensor *inputs[AG_MAX_INPUTS];
+    ag_tensor *output;
+    double params[AG_MAX_PARAMS]; /* scalar attributes (exponent, axis...) */
+    void *saved;                  /* op-specific values kept for backward */
+    size_t index;                 /* position on the tape */
+} ag_record;
+
+struct ag_op {
+    const char *name;
+    int n_inputs; /* 1..AG_MAX_INPUTS */
+
+    /* Checks the inputs and params and sets the output's dtype and shape.
+     * On invalid input, calls ag_set_error and returns -1. */
+    int (*shape)(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t *shape);
+
+    /* Computes rec->output's data from the inputs. May store values for
+     * backward in rec->saved (allocate with ag_tape_alloc). Returns 0 or -1. */
+    int (*forward)(ag_tape *tape, ag_record *rec);
+
+    /* Adds the vector-Jacobian product of rec->output's adjoint into the
+     * adjoint of each input that needs one (see ag_input_grad). NULL for an
+     * op without a gradient. Returns 0 or -1. */
+    int (*backward)(ag_tape *tape, ag_record *rec);
+};
+
+/* Adds the op to the registry under its name. The definition is not copied
+ * and must outlive its use (a static definition is the usual way). Returns
+ * 0, or -1 with an error if the name is taken or a field is missing.
+ * Register ops before using tapes from several threads. */
+int ag_op_register(const ag_op *op);
+
+/* Returns the registered op with this name, or NULL. Built-in ops are found
+ * by their short names ("add", "matmul", "log_softmax", ...). */
+const ag_op *ag_op_find(const char *name);
+
+/* Applies an op: runs its shape rule and forward kernel on a new output
+ * tensor, and records it when the tape records and an input requires a
+ * gradient. `params` may be NULL when n_params is 0. Returns the output, or
+ * NULL with an error (a NULL input keeps the earlier message). */
+ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
+                    ag_tensor *const *inputs, int n_params, const double *params);
+
+/* In a backward rule: returns the adjoint buffer of rec->inputs[i] to add
+ * into, or NULL when that input needs no gradient. ag_backward allocates the
+ * buffers before it calls the rule, so NULL never means a failure. */
+ag_tensor *ag_input_grad(ag_tape *tape, ag_record *rec, int i);
+
+/* Returns the record that produced t, or NULL for leaves and constants. */
+const ag_record *ag_tensor_record(const ag_tensor *t);
+
+/* Returns record `index` of the tape, or NULL if out of range. */
+const ag_record *ag_tape_record(const ag_tape *tape, size_t index);
+
+/* ------------------------------------------------------------------------ */
+/* Gradient checking                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* A function to check: builds its output on `tape` from `inputs`. Must work
+ * for f64 inputs whatever the dtype it is checked at, because the
+ * finite-difference reference is always evaluated in f64. */
+typedef ag_tensor *(*ag_function)(ag_tape *tape, ag_tensor *const *inputs,
+                                  int n_inputs, void *user);
+
+typedef struct ag_gradcheck_options {
+    double eps;  /* central-difference step; default 1e-6 */
+    double atol; /* absolute tolerance; default 1e-5 */
+    double rtol; /* relative tolerance; default 1e-3 */
+} ag_gradcheck_options;
+
+typedef struct ag_gradcheck_result {
+    bool passed;
+    int worst_input;    /* input with the largest error relative to tolerance */
+    size_t worst_index; /* its element (row-major), or output element first */
+    size_t worst_output; /* output element whose gradient was checked */
+    double analytic;    /* tape gradient at the worst element */
+    double numeric;     /* finite-difference gradient there */
+    double abs_error;   /* |analytic - numeric| */
+    double rel_error;   /* abs_error / |numeric| (inf when numeric is 0) */
+    size_t n_checked;   /* number of partial derivatives compared */
+    char message[256];  /* a one-line verdict */
+} ag_gradcheck_result;
+
+/* Returns PyTorch's default tolerances: eps 1e-6, atol 1e-5, rtol 1e-3. */
+ag_gradcheck_options ag_gradcheck_defaults(void);
+
+/* Compares the tape's gradient of f with central differences, element by
+ * element for every input of dtype f32 or f64 that requires a gradient, and
+ * every output element (the full Jacobian). An element passes when
+ * |analytic - numeric| <= atol + rtol * |numeric|. The check also fails when
+ * every analytic partial is zero while the function changes, so a missing
+ * backward cannot pass. `options` may be NULL for the defaults.
+ * The inputs are not modified. Returns 0 when the check ran (see
+ * result->passed), -1 with an error when f failed or the inputs are invalid. */
+int ag_gradcheck(ag_function f, void *user, int n_inputs,
+                 ag_tensor *const *inputs, const ag_gradcheck_options *options,
+                 ag_gradcheck_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAPEGRAD_AUTOGRAD_H */

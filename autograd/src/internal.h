@@ -1,0 +1,136 @@
+/* Private definitions shared by the autograd sources. Not installed. */
+#ifndef TAPEGRAD_AUTOGRAD_INTERNAL_H
+#define TAPEGRAD_AUTOGRAD_INTERNAL_H
+
+#include "tapegrad/autograd.h"
+
+#define AG_NAME_SIZE 32
+#define AG_ALIGN 64
+
+struct ag_tensor {
+    ag_dtype dtype;
+    int ndim;
+    size_t shape[AG_MAX_DIMS];
+    size_t numel;
+    void *data;
+    ag_tensor *grad;     /* adjoint, same shape and dtype; NULL until needed */
+    ag_record *record;   /* record that produced it, NULL for leaves */
+    ag_tape *tape;       /* owning tape, NULL for heap tensors */
+    bool requires_grad;
+    bool owns_data;      /* heap tensor whose data was allocated with it */
+    char name[AG_NAME_SIZE];
+};
+
+/* ---- heap allocation through the user's allocator ---- */
+
+void *ag_heap_alloc(size_t size);
+void *ag_heap_realloc(void *ptr, size_t size);
+void ag_heap_free(void *ptr);
+
+/* ---- arena: chunks of memory released all at once ---- */
+
+typedef struct ag_chunk ag_chunk;
+
+typedef struct ag_arena {
+    ag_chunk *head;      /* chunk being filled; older ones follow */
+    size_t used_total;   /* bytes handed out since the last reset */
+    size_t capacity;     /* bytes in all chunks */
+} ag_arena;
+
+void *ag_arena_alloc(ag_arena *arena, size_t size);
+void ag_arena_reset(ag_arena *arena);
+void ag_arena_free(ag_arena *arena);
+
+/* ---- the tape ---- */
+
+struct ag_tape {
+    ag_arena arena;
+    ag_record **records;  /* records in the order they were applied */
+    size_t n_records;
+    size_t cap_records;
+    bool recording;
+};
+
+/* ---- tensor helpers ---- */
+
+/* Creates an uninitialised tensor on the tape (or the heap when tape is
+ * NULL). Validates the shape; sets an error naming `who` on failure. */
+ag_tensor *ag_tensor_alloc(ag_tape *tape, ag_dtype dtype, int ndim,
+                           const size_t *shape, const char *who);
+
+/* Size in bytes of one element. */
+static inline size_t ag_dtype_size(ag_dtype dtype)
+{
+    return dtype == AG_F32 ? sizeof(float) : sizeof(double);
+}
+
+static inline const char *ag_dtype_name(ag_dtype dtype)
+{
+    return dtype == AG_F32 ? "f32" : "f64";
+}
+
+/* Sets the error for an op whose inputs have different dtypes. */
+int ag_error_dtype_mismatch(const char *op, const ag_tensor *a, const ag_tensor *b);
+
+/* Normalises an axis (negative counts from the end). Returns -1 and sets an
+ * error naming `op` and the shape when it is out of range. */
+int ag_normalize_axis(const char *op, const ag_tensor *t, int axis);
+
+/* Views a tensor as (outer, n, inner) around `axis`: outer is the product of
+ * the dimensions before it, inner of those after it. */
+void ag_axis_split(const ag_tensor *t, int axis, size_t *outer, size_t *n,
+                   size_t *inner);
+
+/* Ensures t->grad exists (zeroed) and returns it; NULL when out of memory.
+ * Arena tensors get an arena buffer, heap tensors a heap one. */
+ag_tensor *ag_grad_buffer(ag_tensor *t);
+
+/* ---- broadcasting ---- */
+
+/* Computes the broadcast shape of a and b. Returns 0, or -1 with an error
+ * naming `op` and both shapes. */
+int ag_broadcast_shape(const char *op, const ag_tensor *a, const ag_tensor *b,
+                       int *ndim, size_t *shape);
+
+/* Element strides of `t` aligned to an output of `ndim` dimensions: 0 where
+ * t's dimension is 1 or missing (broadcast), its row-major stride otherwise. */
+void ag_broadcast_strides(const ag_tensor *t, int ndim, const size_t *shape,
+                          size_t *strides);
+
+/* ---- op registry ---- */
+
+/* Registers the built-in ops once; called by ag_tape_new and ag_op_find. */
+void ag_register_builtins(void);
+
+/* Built-in op definitions, one per op, defined beside their kernels. */
+extern const ag_op ag_op_add, ag_op_sub, ag_op_mul, ag_op_div, ag_op_pow,
+    ag_op_maximum, ag_op_minimum, ag_op_add_scalar, ag_op_mul_scalar,
+    ag_op_pow_scalar;
+extern const ag_op ag_op_neg, ag_op_exp, ag_op_log, ag_op_sqrt, ag_op_abs,
+    ag_op_tanh, ag_op_sigmoid, ag_op_relu, ag_op_softplus, ag_op_log_sigmoid,
+    ag_op_clamp;
+extern const ag_op ag_op_matmul, ag_op_linear, ag_op_transpose, ag_op_reshape;
+extern const ag_op ag_op_sum, ag_op_mean, ag_op_max, ag_op_sum_axis,
+    ag_op_mean_axis, ag_op_max_axis, ag_op_logsumexp, ag_op_logsumexp_axis,
+    ag_op_softmax, ag_op_log_softmax;
+
+/* Shorthands for ops with one or two inputs. */
+static inline ag_tensor *ag_apply1(ag_tape *tape, const ag_op *op, ag_tensor *x,
+                                   int n_params, const double *params)
+{
+    ag_tensor *inputs[1] = {x};
+    return ag_apply(tape, op, 1, inputs, n_params, params);
+}
+
+static inline ag_tensor *ag_apply2(ag_tape *tape, const ag_op *op, ag_tensor *a,
+                                   ag_tensor *b)
+{
+    ag_tensor *inputs[2] = {a, b};
+    return ag_apply(tape, op, 2, inputs, 0, NULL);
+}
+
+/* Shape rule shared by ops whose output has the shape and dtype of input 0. */
+int ag_shape_like_input(const ag_record *rec, ag_dtype *dtype, int *ndim,
+                        size_t *shape);
+
+#endif /* TAPEGRAD_AUTOGRAD_INTERNAL_H */

@@ -1,0 +1,269 @@
+/* The tape: records appended by ops, and the reverse sweep over them. */
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- lifetime ------------------------------------------------------------- */
+
+ag_tape *ag_tape_new(void)
+{
+    ag_register_builtins();
+
+    ag_tape *tape = ag_heap_alloc(sizeof *tape);
+    if (tape == NULL) {
+        ag_set_error("ag_tape_new: out of memory");
+        return NULL;
+    }
+    memset(tape, 0, sizeof *tape);
+    tape->recording = true;
+    return tape;
+}
+
+void ag_tape_free(ag_tape *tape)
+{
+    if (tape == NULL)
+        return;
+    ag_arena_free(&tape->arena);
+    ag_heap_free(tape->records);
+    ag_heap_free(tape);
+}
+
+void ag_tape_reset(ag_tape *tape)
+{
+    if (tape == NULL)
+        return;
+    ag_arena_reset(&tape->arena);
+    tape->n_records = 0;
+}
+
+bool ag_tape_set_recording(ag_tape *tape, bool recording)
+{
+    bool previous = tape->recording;
+
+    tape->recording = recording;
+    return previous;
+}
+
+bool ag_tape_is_recording(const ag_tape *tape) { return tape->recording; }
+size_t ag_tape_size(const ag_tape *tape) { return tape->n_records; }
+size_t ag_tape_capacity(const ag_tape *tape) { return tape->arena.capacity; }
+
+void *ag_tape_alloc(ag_tape *tape, size_t size)
+{
+    void *ptr = ag_arena_alloc(&tape->arena, size);
+
+    if (ptr == NULL)
+        ag_set_error("ag_tape_alloc: out of memory for %zu bytes", size);
+    return ptr;
+}
+
+const ag_record *ag_tape_record(const ag_tape *tape, size_t index)
+{
+    return index < tape->n_records ? tape->records[index] : NULL;
+}
+
+/* ---- applying an op ------------------------------------------------------- */
+
+static int append_record(ag_tape *tape, ag_record *rec)
+{
+    if (tape->n_records == tape->cap_records) {
+        size_t cap = tape->cap_records == 0 ? 256 : 2 * tape->cap_records;
+        ag_record **grown = ag_heap_realloc(tape->records, cap * sizeof *grown);
+
+        if (grown == NULL)
+            return -1;
+        tape->records = grown;
+        tape->cap_records = cap;
+    }
+    rec->index = tape->n_records;
+    tape->records[tape->n_records++] = rec;
+    return 0;
+}
+
+/* Checks the arguments every op shares: inputs present, one tape, one dtype. */
+static int check_inputs(ag_tape *tape, const ag_op *op, int n_inputs,
+                        ag_tensor *const *inputs, int n_params)
+{
+    if (n_inputs != op->n_inputs) {
+        ag_set_error("ag_%s: expected %d inputs, got %d", op->name, op->n_inputs,
+                     n_inputs);
+        return -1;
+    }
+    if (n_params < 0 || n_params > AG_MAX_PARAMS) {
+        ag_set_error("ag_%s: %d params given; an op takes 0 to %d", op->name,
+                     n_params, AG_MAX_PARAMS);
+        return -1;
+    }
+    for (int i = 0; i < n_inputs; i++) {
+        ag_tensor *t = inputs[i];
+
+        if (t->tape != NULL && t->tape != tape) {
+            ag_set_error("ag_%s: input %d belongs to another tape; ops combine "
+                         "tensors of one tape and heap tensors only",
+                         op->name, i);
+            return -1;
+        }
+        if (t->dtype != inputs[0]->dtype)
+            return ag_error_dtype_mismatch(op->name, inputs[0], t);
+    }
+    return 0;
+}
+
+ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
+                    ag_tensor *const *inputs, int n_params, const double *params)
+{
+    /* A NULL input is an earlier failure: keep its message. */
+    for (int i = 0; i < n_inputs && i < AG_MAX_INPUTS; i++) {
+        if (inputs[i] == NULL)
+            return NULL;
+    }
+    if (tape == NULL || op == NULL) {
+        ag_set_error("ag_apply: %s is NULL", tape == NULL ? "tape" : "op");
+        return NULL;
+    }
+    if (check_inputs(tape, op, n_inputs, inputs, n_params) != 0)
+        return NULL;
+
+    ag_record *rec = ag_arena_alloc(&tape->arena, sizeof *rec);
+    if (rec == NULL) {
+        ag_set_error("ag_%s: out of memory", op->name);
+        return NULL;
+    }
+    memset(rec, 0, sizeof *rec);
+    rec->op = op;
+    rec->n_inputs = n_inputs;
+    bool needs_grad = false;
+    for (int i = 0; i < n_inputs; i++) {
+        rec->inputs[i] = inputs[i];
+        needs_grad = needs_grad || inputs[i]->requires_grad;
+    }
+    for (int i = 0; i < n_params; i++)
+        rec->params[i] = params[i];
+
+    ag_dtype dtype;
+    int ndim;
+    size_t shape[AG_MAX_DIMS];
+    if (op->shape(rec, &dtype, &ndim, shape) != 0)
+        return NULL;
+
+    ag_tensor *out = ag_tensor_alloc(tape, dtype, ndim, shape, op->name);
+    if (out == NULL)
+        return NULL;
+    rec->output = out;
+    if (op->forward(tape, rec) != 0)
+        return NULL;
+
+    if (tape->recording && needs_grad && op->backward != NULL) {
+        if (append_record(tape, rec) != 0) {
+            ag_set_error("ag_%s: out of memory for the tape's record list", op->name);
+            return NULL;
+        }
+        out->record = rec;
+        out->requires_grad = true;
+    }
+    return out;
+}
+
+ag_tensor *ag_input_grad(ag_tape *tape, ag_record *rec, int i)
+{
+    (void)tape;
+    ag_tensor *input = rec->inputs[i];
+
+    /* ag_backward allocated the buffer before calling the backward rule. */
+    return input->requires_grad ? input->grad : NULL;
+}
+
+/* ---- the reverse sweep ---------------------------------------------------- */
+
+static int seed_output(ag_tensor *output, const ag_tensor *seed)
+{
+    char so[64];
+    char ss[64];
+
+    if (seed == NULL && output->numel != 1) {
+        ag_set_error("ag_backward: output of shape %s has %zu elements; pass a "
+                     "seed gradient of that shape, or reduce the output to one "
+                     "element (ag_sum, ag_mean)",
+                     ag_shape_str(output, so, sizeof so), output->numel);
+        return -1;
+    }
+    if (seed != NULL && (!ag_tensor_same_shape(seed, output) || seed->dtype != output->dtype)) {
+        ag_set_error("ag_backward: seed of shape %s %s does not match output of "
+                     "shape %s %s; the seed is dL/doutput and has its shape and dtype",
+                     ag_shape_str(seed, ss, sizeof ss), ag_dtype_name(seed->dtype),
+                     ag_shape_str(output, so, sizeof so), ag_dtype_name(output->dtype));
+        return -1;
+    }
+
+    ag_tensor *grad = ag_grad_buffer(output);
+    if (grad == NULL) {
+        ag_set_error("ag_backward: out of memory for the output's adjoint");
+        return -1;
+    }
+
+    /* An intermediate output's adjoint is the seed; a leaf accumulates it
+     * like any other leaf gradient. */
+    if (output->record != NULL)
+        ag_tensor_zero_grad(output);
+    for (size_t i = 0; i < grad->numel; i++) {
+        double s = seed == NULL ? 1.0 : ag_tensor_get(seed, i);
+        ag_tensor_set(grad, i, ag_tensor_get(grad, i) + s);
+    }
+    return 0;
+}
+
+int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
+{
+    if (output == NULL)
+        return -1;
+    if (tape == NULL) {
+        ag_set_error("ag_backward: tape is NULL");
+        return -1;
+    }
+    if (!output->requires_grad) {
+        ag_set_error("ag_backward: output does not require a gradient: no input "
+                     "was marked with ag_tensor_set_requires_grad, or the tape was "
+                     "not recording");
+        return -1;
+    }
+    if (output->record != NULL && output->tape != tape) {
+        ag_set_error("ag_backward: output was recorded on another tape");
+        return -1;
+    }
+
+    /* Adjoints of intermediate values start from zero on every call, so a
+     * second call adds its contribution to leaves only once. */
+    size_t last = output->record != NULL ? output->record->index : 0;
+    if (output->record != NULL) {
+        for (size_t i = 0; i <= last; i++)
+            ag_tensor_zero_grad(tape->records[i]->output);
+    }
+
+    if (seed_output(output, seed) != 0)
+        return -1;
+    if (output->record == NULL)
+        return 0; /* a leaf output: its adjoint is the seed */
+
+    /* Walk the records backwards; the tape order is a topological order. */
+    for (size_t i = last + 1; i-- > 0;) {
+        ag_record *rec = tape->records[i];
+
+        if (rec->output->grad == NULL)
+            continue; /* no gradient reached this value */
+
+        /* Allocate the inputs' adjoints here, so backward rules cannot
+         * meet a failed allocation. */
+        for (int k = 0; k < rec->n_inputs; k++) {
+            ag_tensor *input = rec->inputs[k];
+            if (input->requires_grad && ag_grad_buffer(input) == NULL) {
+                ag_set_error("ag_backward: out of memory for the adjoint of "
+                             "input %d of record %zu (%s)",
+                             k, i, rec->op->name);
+                return -1;
+            }
+        }
+        if (rec->op->backward(tape, rec) != 0)
+            return -1;
+    }
+    return 0;
+}
