@@ -455,6 +455,22 @@ const ag_record *ag_tensor_record(const ag_tensor *t);
 const ag_record *ag_tape_record(const ag_tape *tape, size_t index);
 
 /* ------------------------------------------------------------------------ */
+/* Seeing the backward pass                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Prints the tape as a table, one line per record in the order the reverse
+ * sweep visits them: index, op, inputs, output shape and value (small tensors
+ * in full, large ones summarised) and, after a backward pass, the output's
+ * adjoint and the adjoint each input received. Returns 0, or -1 with an error
+ * when writing fails. */
+int ag_tape_print(const ag_tape *tape, FILE *out);
+
+/* Writes the recorded graph as Graphviz DOT: one node per tensor with its
+ * name, shape, a few values and its gradient, one node per record. Returns 0,
+ * or -1 with an error when writing fails. */
+int ag_tape_write_dot(const ag_tape *tape, FILE *out);
+
+/* ------------------------------------------------------------------------ */
 /* Gradient checking                                                         */
 /* ------------------------------------------------------------------------ */
 
