@@ -1,0 +1,385 @@
+/* The tape: accumulation into adjoints, repeated backward calls, seeds,
+ * recording switches, detaching, arena reuse and seeded random numbers. */
+#include <math.h>
+#include <string.h>
+
+#include "check_helpers.h"
+
+static ag_tensor *leaf(ag_tape *tape, double value)
+{
+    ag_tensor *x = ag_scalar(tape, AG_F64, value);
+
+    ck_assert_ptr_nonnull(x);
+    ck_assert_int_eq(ag_tensor_set_requires_grad(x, true), 0);
+    return x;
+}
+
+static double grad_of(const ag_tensor *t)
+{
+    ck_assert_ptr_nonnull(ag_tensor_grad(t));
+    return ag_tensor_item(ag_tensor_grad(t));
+}
+
+START_TEST(value_used_twice)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, 3.0);
+
+    ag_tensor *y = ag_add(tape, x, x);
+    ck_assert_int_eq(ag_backward(tape, y, NULL), 0);
+    ck_assert_double_eq(grad_of(x), 2.0);
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(diamond_graph)
+{
+    /* a = 2x, b = exp(x), y = a*b + a: dy/dx = 2 e^x + 2x e^x + 2. */
+    ag_tape *tape = ag_tape_new();
+    double x0 = 0.7;
+    ag_tensor *x = leaf(tape, x0);
+
+    ag_tensor *a = ag_mul_scalar(tape, x, 2.0);
+    ag_tensor *b = ag_exp(tape, x);
+    ag_tensor *y = ag_add(tape, ag_mul(tape, a, b), a);
+    ck_assert_int_eq(ag_backward(tape, y, NULL), 0);
+
+    ck_assert_close(grad_of(x), 2 * exp(x0) + 2 * x0 * exp(x0) + 2, 1e-15, "dy/dx");
+    /* Intermediate adjoints stay readable: dy/da = b + 1, dy/db = a. */
+    ck_assert_close(grad_of(a), exp(x0) + 1, 1e-15, "dy/da");
+    ck_assert_close(grad_of(b), 2 * x0, 1e-15, "dy/db");
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(variable_reassigned)
+{
+    /* v = x; v = v*v; v = v + x  computes x^2 + x, so dv/dx = 2x + 1. */
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, 1.25);
+    ag_tensor *v = x;
+
+    v = ag_mul(tape, v, v);
+    v = ag_add(tape, v, x);
+    ck_assert_int_eq(ag_backward(tape, v, NULL), 0);
+    ck_assert_double_eq(grad_of(x), 2 * 1.25 + 1);
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(backward_twice_doubles_leaves)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, 0.5);
+    ag_tensor *h = ag_tanh(tape, x);
+    ag_tensor *y = ag_mul(tape, h, h);
+
+    ck_assert_int_eq(ag_backward(tape, y, NULL), 0);
+    double first = grad_of(x);
+    double first_h = grad_of(h);
+    ck_assert_int_eq(ag_backward(tape, y, NULL), 0);
+
+    /* d/dx tanh(x)^2 = 2 tanh(x) (1 - tanh(x)^2) */
+    double expected = 2 * tanh(0.5) * (1 - tanh(0.5) * tanh(0.5));
+    ck_assert_close(first, expected, 1e-15, "first call");
+    ck_assert_close(grad_of(x), 2 * expected, 1e-15, "leaf after second call");
+    ck_assert_double_eq(grad_of(h), first_h);
+
+    ag_tensor_zero_grad(x);
+    ck_assert_double_eq(grad_of(x), 0.0);
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(seed_gives_vector_jacobian_product)
+{
+    const double xs[] = {1.0, -2.0, 0.5};
+    const double ws[] = {3.0, 4.0, -1.0};
+    const double vs[] = {0.1, 0.2, 0.3};
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(3), xs);
+    ag_tensor *w = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(3), ws);
+    ag_tensor *v = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(3), vs);
+
+    ag_tensor_set_requires_grad(x, true);
+    ag_tensor *y = ag_mul(tape, x, w); /* J = diag(w) */
+    ck_assert_int_eq(ag_backward(tape, y, v), 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_double_eq(ag_tensor_get(ag_tensor_grad(x), i), vs[i] * ws[i]);
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(backward_rejects_bad_seed)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = ag_ones(tape, AG_F64, AG_SHAPE(2, 3));
+
+    ag_tensor_set_requires_grad(x, true);
+    ag_tensor *y = ag_exp(tape, x);
+
+    ck_assert_int_eq(ag_backward(tape, y, NULL), -1);
+    ck_assert_ptr_nonnull(strstr(ag_error(), "(2x3) has 6 elements"));
+
+    ag_tensor *seed = ag_ones(tape, AG_F64, AG_SHAPE(3, 2));
+    ck_assert_int_eq(ag_backward(tape, y, seed), -1);
+    ck_assert_ptr_nonnull(strstr(ag_error(), "seed of shape (3x2) f64 does not match output of shape (2x3) f64"));
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(no_recording_mode)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, 2.0);
+
+    ck_assert(ag_tape_set_recording(tape, false));
+    ag_tensor *y = ag_exp(tape, x);
+    ck_assert(!ag_tape_set_recording(tape, true));
+
+    ck_assert_double_eq(ag_tensor_item(y), exp(2.0));
+    ck_assert(!ag_tensor_requires_grad(y));
+    ck_assert_uint_eq(ag_tape_size(tape), 0);
+    ck_assert_int_eq(ag_backward(tape, y, NULL), -1);
+    ck_assert_ptr_nonnull(strstr(ag_error(), "does not require a gradient"));
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(detach_stops_gradient)
+{
+    /* y = detach(x) * x: dy/dx = x, not 2x. */
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, 3.0);
+    ag_tensor *y = ag_mul(tape, ag_detach(tape, x), x);
+
+    ck_assert_int_eq(ag_backward(tape, y, NULL), 0);
+    ck_assert_double_eq(grad_of(x), 3.0);
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(records_only_what_needs_grad)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *c = ag_scalar(tape, AG_F64, 1.0);
+    ag_tensor *x = leaf(tape, 1.0);
+
+    ag_tensor *k = ag_exp(tape, c); /* constant: not recorded */
+    ag_tensor *y = ag_mul(tape, k, x);
+    ck_assert_uint_eq(ag_tape_size(tape), 1);
+    ck_assert_str_eq(ag_tape_record(tape, 0)->op->name, "mul");
+    ck_assert_ptr_eq(ag_tensor_record(y), ag_tape_record(tape, 0));
+    ck_assert_ptr_null(ag_tensor_grad(c));
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(requires_grad_only_on_leaves)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, 1.0);
+    ag_tensor *y = ag_exp(tape, x);
+
+    ck_assert_int_eq(ag_tensor_set_requires_grad(y, true), -1);
+    ck_assert_ptr_nonnull(strstr(ag_error(), "only leaves"));
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(heap_leaf_outlives_reset)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *w = ag_scalar(NULL, AG_F64, 2.0);
+
+    ag_tensor_set_requires_grad(w, true);
+    for (int step = 0; step < 3; step++) {
+        ag_tape_reset(tape);
+        ag_tensor *y = ag_mul(tape, w, w);
+        ck_assert_int_eq(ag_backward(tape, y, NULL), 0);
+    }
+    /* Three accumulated calls of d(w^2)/dw = 4. */
+    ck_assert_double_eq(grad_of(w), 12.0);
+    ag_tensor_free(w);
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(mixed_dtypes_rejected)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *a = ag_ones(tape, AG_F32, AG_SHAPE(2));
+    ag_tensor *b = ag_ones(tape, AG_F64, AG_SHAPE(2));
+
+    ck_assert_error_contains(ag_add(tape, a, b), "ag_add: dtypes differ: f32 and f64");
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(invalid_shapes_rejected)
+{
+    size_t dims[AG_MAX_DIMS + 1] = {1, 1, 1, 1, 1, 1, 1};
+
+    ck_assert_error_contains(ag_zeros(NULL, AG_F64, 0, dims), "invalid number of dimensions 0");
+    ck_assert_error_contains(ag_zeros(NULL, AG_F64, AG_MAX_DIMS + 1, dims),
+                             "invalid number of dimensions 7");
+    ck_assert_error_contains(ag_tensor_from_data(NULL, AG_F64, AG_SHAPE(2), NULL),
+                             "data is NULL");
+    ck_assert_error_contains(ag_zeros(NULL, AG_F64, AG_SHAPE((size_t)1 << 40, (size_t)1 << 40)),
+                             "too large");
+}
+END_TEST
+
+START_TEST(empty_tensor_allowed)
+{
+    ag_tensor *t = ag_zeros(NULL, AG_F32, AG_SHAPE(0, 3));
+
+    ck_assert_ptr_nonnull(t);
+    ck_assert_uint_eq(ag_tensor_numel(t), 0);
+    ck_assert_uint_eq(ag_tensor_dim(t, -1), 3);
+    ag_tensor_free(t);
+}
+END_TEST
+
+START_TEST(arena_grows_then_reuses)
+{
+    ag_tape *tape = ag_tape_new();
+
+    /* Outgrow the first chunk several times within one step. */
+    for (int i = 0; i < 40; i++)
+        ck_assert_ptr_nonnull(ag_zeros(tape, AG_F64, AG_SHAPE(1000)));
+    size_t grown = ag_tape_capacity(tape);
+    ag_tape_reset(tape);
+    ck_assert_uint_eq(ag_tape_capacity(tape), grown);
+
+    counting_allocator_install();
+    for (int i = 0; i < 40; i++)
+        ck_assert_ptr_nonnull(ag_zeros(tape, AG_F64, AG_SHAPE(1000)));
+    counting_allocator_remove();
+    ck_assert_uint_eq(counting_allocator_calls(), 0);
+    ag_tape_free(tape);
+}
+END_TEST
+
+/* One training step of a 3-8-1 network with mean squared error. */
+static void training_step(ag_tape *tape, ag_tensor *x, ag_tensor *y, ag_tensor **params)
+{
+    ag_tape_reset(tape);
+    ag_tensor *h = ag_relu(tape, ag_linear(tape, x, params[0], params[1]));
+    ag_tensor *f = ag_linear(tape, h, params[2], params[3]);
+    ag_tensor *d = ag_sub(tape, f, y);
+    ag_tensor *loss = ag_mean(tape, ag_mul(tape, d, d));
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_int_eq(ag_backward(tape, loss, NULL), 0);
+}
+
+START_TEST(warm_step_allocates_nothing)
+{
+    ag_rng rng = ag_rng_new(7);
+    ag_tensor *params[4] = {
+        ag_rand_normal(NULL, AG_F32, AG_SHAPE(3, 8), 0, 0.5, &rng),
+        ag_zeros(NULL, AG_F32, AG_SHAPE(1, 8)),
+        ag_rand_normal(NULL, AG_F32, AG_SHAPE(8, 1), 0, 0.5, &rng),
+        ag_zeros(NULL, AG_F32, AG_SHAPE(1, 1)),
+    };
+    ag_tensor *x = ag_rand_normal(NULL, AG_F32, AG_SHAPE(16, 3), 0, 1, &rng);
+    ag_tensor *y = ag_rand_normal(NULL, AG_F32, AG_SHAPE(16, 1), 0, 1, &rng);
+    ag_tape *tape = ag_tape_new();
+
+    for (int i = 0; i < 4; i++)
+        ag_tensor_set_requires_grad(params[i], true);
+    training_step(tape, x, y, params);
+    training_step(tape, x, y, params);
+
+    counting_allocator_install();
+    for (int step = 0; step < 5; step++)
+        training_step(tape, x, y, params);
+    counting_allocator_remove();
+    ck_assert_uint_eq(counting_allocator_calls(), 0);
+
+    ag_tape_free(tape);
+    for (int i = 0; i < 4; i++)
+        ag_tensor_free(params[i]);
+    ag_tensor_free(x);
+    ag_tensor_free(y);
+}
+END_TEST
+
+START_TEST(rng_matches_reference_bits)
+{
+    /* Values printed by tests/data/rng_reference.py, an independent
+     * implementation of splitmix64 seeding and xoshiro256**. */
+    const uint64_t seed0[] = {0x99ec5f36cb75f2b4u, 0xbf6e1f784956452au,
+                              0x1a5f849d4933e6e0u, 0x6aa594f1262d2d2cu};
+    const uint64_t seed42[] = {0x15780b2e0c2ec716u, 0x6104d9866d113a7eu,
+                               0xae17533239e499a1u, 0xecb8ad4703b360a1u};
+    ag_rng a = ag_rng_new(0);
+    ag_rng b = ag_rng_new(42);
+
+    for (int i = 0; i < 4; i++) {
+        ck_assert_uint_eq(ag_rng_next(&a), seed0[i]);
+        ck_assert_uint_eq(ag_rng_next(&b), seed42[i]);
+    }
+}
+END_TEST
+
+START_TEST(rng_normal_moments)
+{
+    ag_rng rng = ag_rng_new(123);
+    double sum = 0;
+    double sum_sq = 0;
+    const int n = 200000;
+
+    for (int i = 0; i < n; i++) {
+        double z = ag_rng_normal(&rng);
+        sum += z;
+        sum_sq += z * z;
+    }
+    /* Standard errors: mean 1/sqrt(n) ~ 0.0022, variance sqrt(2/n) ~ 0.0032. */
+    ck_assert_double_lt(fabs(sum / n), 0.01);
+    ck_assert_double_lt(fabs(sum_sq / n - 1.0), 0.015);
+}
+END_TEST
+
+START_TEST(rng_below_in_range)
+{
+    ag_rng rng = ag_rng_new(5);
+    int counts[3] = {0, 0, 0};
+
+    for (int i = 0; i < 30000; i++) {
+        uint64_t k = ag_rng_below(&rng, 3);
+        ck_assert_uint_lt(k, 3);
+        counts[k]++;
+    }
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_gt(counts[k], 9500);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("tape");
+    TCase *tc = tcase_create("core");
+
+    tcase_add_test(tc, value_used_twice);
+    tcase_add_test(tc, diamond_graph);
+    tcase_add_test(tc, variable_reassigned);
+    tcase_add_test(tc, backward_twice_doubles_leaves);
+    tcase_add_test(tc, seed_gives_vector_jacobian_product);
+    tcase_add_test(tc, backward_rejects_bad_seed);
+    tcase_add_test(tc, no_recording_mode);
+    tcase_add_test(tc, detach_stops_gradient);
+    tcase_add_test(tc, records_only_what_needs_grad);
+    tcase_add_test(tc, requires_grad_only_on_leaves);
+    tcase_add_test(tc, heap_leaf_outlives_reset);
+    tcase_add_test(tc, mixed_dtypes_rejected);
+    tcase_add_test(tc, invalid_shapes_rejected);
+    tcase_add_test(tc, empty_tensor_allowed);
+    tcase_add_test(tc, arena_grows_then_reuses);
+    tcase_add_test(tc, warm_step_allocates_nothing);
+    tcase_add_test(tc, rng_matches_reference_bits);
+    tcase_add_test(tc, rng_normal_moments);
+    tcase_add_test(tc, rng_below_in_range);
+    suite_add_tcase(suite, tc);
+    return run_suite(suite);
+}
