@@ -230,8 +230,12 @@ static int expect_char(json_reader *r, char expected, const char *context)
     skip_whitespace(r);
     if (r->pos >= r->length)
         return json_error(r, "header ends where '%c' %s was expected", expected, context);
-    if (r->text[r->pos] != expected)
-        return json_error(r, "found '%c' where '%c' %s was expected", r->text[r->pos],
+    unsigned char found = (unsigned char)r->text[r->pos];
+    if (found != (unsigned char)expected && found >= 0x20 && found < 0x7f)
+        return json_error(r, "found '%c' where '%c' %s was expected", found, expected,
+                          context);
+    if (found != (unsigned char)expected)
+        return json_error(r, "found byte 0x%02X where '%c' %s was expected", found,
                           expected, context);
     r->pos++;
     return 0;
@@ -1145,32 +1149,34 @@ int nn_params_save(const nn_params *params, const char *path)
     memcpy(tmp_path, path, path_length);
     memcpy(tmp_path + path_length, ".tmp", 5);
 
-    const char *failed_step = NULL;
+    /* Each failure names the file it happened on and what failed. */
+    const char *failure = NULL;
+    const char *failed_path = tmp_path;
     FILE *file = fopen(tmp_path, "wb");
     if (file == NULL)
-        failed_step = "cannot create";
+        failure = "cannot create";
     else if (!write_checkpoint(file, params, &header))
-        failed_step = "cannot write";
+        failure = "cannot write";
     else if (fsync(fileno(file)) != 0)
-        failed_step = "cannot flush to disk";
+        failure = "cannot flush to disk";
 
     int saved_errno = errno;
-    if (file != NULL && fclose(file) != 0 && failed_step == NULL) {
-        failed_step = "cannot close";
+    if (file != NULL && fclose(file) != 0 && failure == NULL) {
+        failure = "cannot close";
         saved_errno = errno;
     }
-    if (failed_step == NULL && rename(tmp_path, path) != 0) {
-        failed_step = "cannot rename the temporary file over";
+    if (failure == NULL && rename(tmp_path, path) != 0) {
+        failure = "cannot rename the temporary file to";
+        failed_path = path;
         saved_errno = errno;
     }
 
-    if (failed_step != NULL) {
+    if (failure != NULL) {
         if (file != NULL)
             remove(tmp_path);
         ag_set_error("nn_params_save: %s %s: %s; the previous file, if any, is "
                      "unchanged",
-                     failed_step, strcmp(failed_step, "cannot create") == 0 ? tmp_path : path,
-                     strerror(saved_errno));
+                     failure, failed_path, strerror(saved_errno));
         free(tmp_path);
         free(header.data);
         return -1;
