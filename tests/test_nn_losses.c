@@ -296,7 +296,7 @@ END_TEST
 
 START_TEST(bce_finite_at_0_and_1)
 {
-    /* Logs are clamped at -100, so a confident wrong answer costs 100; the
+    /* Logs are clamped at -100, so a confident wrong prediction costs 100; the
      * gradient's denominator p (1 - p) is kept at least 1e-12. */
     const double probs[4] = {0, 0, 1, 1};
     const double targets[4] = {0, 1, 0, 1};

@@ -15,8 +15,8 @@
 /* ---- argument checks ------------------------------------------------------ */
 
 /* Checks that pred and target are present, of one dtype and of exactly one
- * shape. `who` names the loss in the message. */
-static int check_pair(const char *who, ag_tensor *pred, ag_tensor *target)
+ * shape. `loss_name` starts the message. */
+static int check_pair(const char *loss_name, ag_tensor *pred, ag_tensor *target)
 {
     char sp[64];
     char st[64];
@@ -26,7 +26,7 @@ static int check_pair(const char *who, ag_tensor *pred, ag_tensor *target)
     if (ag_tensor_dtype(pred) != ag_tensor_dtype(target)) {
         ag_set_error("%s: prediction is %s and target is %s; convert one with "
                      "ag_tensor_copy",
-                     who, ag_tensor_dtype(pred) == AG_F32 ? "f32" : "f64",
+                     loss_name, ag_tensor_dtype(pred) == AG_F32 ? "f32" : "f64",
                      ag_tensor_dtype(target) == AG_F32 ? "f32" : "f64");
         return -1;
     }
@@ -34,15 +34,15 @@ static int check_pair(const char *who, ag_tensor *pred, ag_tensor *target)
         ag_set_error("%s: prediction of shape %s and target of shape %s differ; "
                      "losses do not broadcast, so reshape the target to the "
                      "prediction's shape",
-                     who, ag_shape_str(pred, sp, sizeof sp),
+                     loss_name, ag_shape_str(pred, sp, sizeof sp),
                      ag_shape_str(target, st, sizeof st));
         return -1;
     }
     return 0;
 }
 
-/* Registers `op` once per process and checks that the registry holds this
- * definition under its name (and not a user's op of the same name). */
+/* Registers `op` once per process, then checks that its name finds this
+ * definition and not a user's op registered under the same name. */
 static int ensure_registered(const ag_op *op, once_flag *once, void (*register_once)(void))
 {
     call_once(once, register_once);

@@ -209,7 +209,7 @@ void nn_optimizer_free(nn_optimizer *opt)
     }
 
 /* Adam divides m by (1 - beta1^t) and v by (1 - beta2^t) to undo their
- * start at zero; step_size folds the first correction into lr. */
+ * start at zero. step_size folds the first correction into lr. */
 #define ADAM_KERNEL(T)                                                         \
     static void adam_update_##T(T *p, const T *g, T *m, T *v, size_t n,        \
                                 const nn_adam_options *o, double lr,           \

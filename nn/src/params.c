@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* uthash exits the process when it cannot allocate unless told otherwise;
- * in non-fatal mode it leaves the item out and calls this hook, so
+/* By default uthash exits the process when it cannot allocate. In
+ * non-fatal mode it leaves the item out and calls this hook instead, so
  * nn_params_add can report the failure. */
 static bool hash_out_of_memory;
 #define HASH_NONFATAL_OOM 1

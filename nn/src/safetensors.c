@@ -58,8 +58,8 @@ static void swap_elements(unsigned char *data, size_t n, size_t size)
 /* ---- dtypes --------------------------------------------------------------- */
 
 /* safetensors dtype names with their element sizes. Only F32 and F64 load
- * into tapegrad tensors; the others are known so that a file holding them
- * still gets its layout checked and a clear message. */
+ * into tapegrad tensors. The others are listed so that a file containing
+ * them still gets its layout checked and a clear message. */
 static const struct {
     const char *name;
     size_t size;
@@ -300,8 +300,12 @@ static int read_string(json_reader *r, char **out)
     if (expect_char(r, '"', "opening a string") != 0)
         return -1;
 
-    /* The decoded string is never longer than its JSON text. */
-    char *s = malloc(r->length - r->pos + 1);
+    /* Decoding never makes a string longer than its JSON text, which ends
+     * at the first quote not preceded by a backslash. */
+    size_t end = r->pos;
+    while (end < r->length && r->text[end] != '"')
+        end += r->text[end] == '\\' ? 2 : 1;
+    char *s = malloc(end - r->pos + 1);
     size_t n = 0;
     if (s == NULL) {
         ag_set_error("nn_params_load: %s: out of memory reading the header", r->path);
@@ -327,8 +331,10 @@ static int read_string(json_reader *r, char **out)
                 free(s);
                 return json_error(r, "string ends inside an escape");
             }
+            static const char escapes[] = "\"\\/bfnrt";
+            static const char decoded[] = "\"\\/\b\f\n\r\t";
             char e = r->text[r->pos + 1];
-            const char *simple = strchr("\"\\/bfnrt", e);
+            const char *simple = e == '\0' ? NULL : strchr(escapes, e);
             r->pos += 2;
             if (e == 'u') {
                 size_t written = 0;
@@ -337,9 +343,8 @@ static int read_string(json_reader *r, char **out)
                     return -1;
                 }
                 n += written;
-            } else if (e != '\0' && simple != NULL) {
-                static const char decoded[] = "\"\\/\b\f\n\r\t";
-                s[n++] = decoded[simple - "\"\\/bfnrt"];
+            } else if (simple != NULL) {
+                s[n++] = decoded[simple - escapes];
             } else {
                 r->pos -= 2;
                 free(s);
@@ -365,7 +370,7 @@ static int read_string(json_reader *r, char **out)
 
 /* Reads a non-negative integer without sign, fraction or exponent, which is
  * all the schema allows for shapes and offsets. */
-static int read_uint(json_reader *r, uint64_t *value, const char *what)
+static int read_uint(json_reader *r, uint64_t *value, const char *field)
 {
     skip_whitespace(r);
     size_t start = r->pos;
@@ -374,25 +379,25 @@ static int read_uint(json_reader *r, uint64_t *value, const char *what)
     while (r->pos < r->length && r->text[r->pos] >= '0' && r->text[r->pos] <= '9') {
         uint64_t digit = (uint64_t)(r->text[r->pos] - '0');
         if (*value > (UINT64_MAX - digit) / 10)
-            return json_error(r, "%s does not fit in 64 bits", what);
+            return json_error(r, "an entry of %s does not fit in 64 bits", field);
         *value = *value * 10 + digit;
         r->pos++;
     }
     if (r->pos == start)
-        return json_error(r, "%s is not a non-negative integer", what);
+        return json_error(r, "an entry of %s is not a non-negative integer", field);
     if (r->text[start] == '0' && r->pos - start > 1)
-        return json_error(r, "%s has a leading zero, which JSON does not allow", what);
+        return json_error(r, "an entry of %s has a leading zero, which JSON does not allow", field);
     if (r->pos < r->length && strchr(".eE", r->text[r->pos]) != NULL && r->text[r->pos] != '\0')
-        return json_error(r, "%s is not an integer", what);
+        return json_error(r, "an entry of %s is not an integer", field);
     return 0;
 }
 
 /* Reads `[n, n, ...]` with at most `max` entries. */
 static int read_uint_array(json_reader *r, uint64_t *values, int max, int *count,
-                           const char *what)
+                           const char *field)
 {
     *count = 0;
-    if (expect_char(r, '[', what) != 0)
+    if (expect_char(r, '[', "opening an array") != 0)
         return -1;
     skip_whitespace(r);
     if (r->pos < r->length && r->text[r->pos] == ']') {
@@ -402,8 +407,8 @@ static int read_uint_array(json_reader *r, uint64_t *values, int max, int *count
 
     while (true) {
         if (*count == max)
-            return json_error(r, "%s has more than %d entries", what, max);
-        if (read_uint(r, &values[*count], what) != 0)
+            return json_error(r, "%s has more than %d entries", field, max);
+        if (read_uint(r, &values[*count], field) != 0)
             return -1;
         (*count)++;
         skip_whitespace(r);
@@ -417,11 +422,11 @@ static int read_uint_array(json_reader *r, uint64_t *values, int max, int *count
 
 /* Calls `member` for each "key": value of an object; `member` reads the
  * value. An empty object is allowed. */
-static int read_object(json_reader *r, const char *what,
+static int read_object(json_reader *r, const char *context_name,
                        int (*member)(json_reader *r, char *key, void *context),
                        void *context)
 {
-    if (expect_char(r, '{', what) != 0)
+    if (expect_char(r, '{', context_name) != 0)
         return -1;
     skip_whitespace(r);
     if (r->pos < r->length && r->text[r->pos] == '}') {
@@ -814,9 +819,9 @@ typedef struct checkpoint {
     file_header header;
 } checkpoint;
 
-static int load_error_errno(const char *path, const char *what)
+static int load_error_errno(const char *path, const char *failure)
 {
-    ag_set_error("nn_params_load: %s: %s: %s", path, what, strerror(errno));
+    ag_set_error("nn_params_load: %s: %s: %s", path, failure, strerror(errno));
     return -1;
 }
 

@@ -37,7 +37,7 @@ extern "C" {
  * its tensors and frees them with itself. */
 typedef struct nn_params nn_params;
 
-/* Longest parameter name accepted, in bytes without the terminating NUL. */
+/* Maximum length of a parameter name, in bytes without the terminating NUL. */
 #define NN_PARAM_NAME_MAX 255
 
 /* Creates an empty set. Returns NULL with an error when out of memory. The
@@ -51,8 +51,9 @@ void nn_params_free(nn_params *params);
  * frees it. `t` must be a heap tensor (created with a NULL tape). The tensor
  * is marked as requiring a gradient and given `name` for traces (truncated
  * there to 31 bytes). Returns 0, or -1 with an error when the name is
- * empty, longer than NN_PARAM_NAME_MAX or already used, or when out of
- * memory; on failure the caller keeps ownership of `t`. A NULL `t` returns -1
+ * empty, longer than NN_PARAM_NAME_MAX or already used, when `t` is already
+ * in the set, or when out of memory. On failure the caller keeps ownership
+ * of `t`. A NULL `t` returns -1
  * and keeps the earlier message, so nn_params_add(p, "w", ag_zeros(NULL, ...))
  * reports the failed creation. */
 int nn_params_add(nn_params *params, const char *name, ag_tensor *t);
@@ -101,11 +102,11 @@ void nn_params_zero_grad(nn_params *params);
 int nn_params_save(const nn_params *params, const char *path);
 
 /* Reads `path` into the tensors of `params`, matched by name. The whole file
- * is checked before any value is written: the header must be strict JSON in
- * the format above, every tensor in the file must be in `params` and every
- * tensor in `params` in the file, with the same dtype and shape, and the
- * data offsets must tile the data section exactly (no gap, no overlap, no
- * truncated or trailing data). Returns 0, or -1 with an error naming the
+ * is checked before any value is written. The header must be strict JSON in
+ * the format above. Every tensor in the file must be in `params` and every
+ * tensor in `params` in the file, with the same dtype and shape. The data
+ * offsets must tile the data section exactly: no gap, no overlap, no
+ * truncated or trailing data. Returns 0, or -1 with an error naming the
  * file and the problems (each mismatched tensor by name); on failure no
  * parameter is modified. Gradients are not touched. */
 int nn_params_load(nn_params *params, const char *path);
