@@ -1,0 +1,66 @@
+/* Pieces shared by the tapegrad program's commands. */
+#ifndef TAPEGRAD_TOOLS_CLI_H
+#define TAPEGRAD_TOOLS_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "tapegrad/autograd.h"
+
+/* Exit statuses. */
+enum {
+    CLI_OK = 0,
+    CLI_CHECK_FAILED = 1, /* a gradient check ran and failed */
+    CLI_USAGE = 2,        /* invalid arguments, expression, input or library */
+};
+
+/* Prints "tapegrad: MESSAGE" to stderr. */
+void cli_error(const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/* Echoes `text` to stderr with a caret under byte `column` (nothing when
+ * column is negative). */
+void cli_show_column(const char *text, int column);
+
+/* If argv[*i] is option `name`, stores its value (from "--name=VALUE" or the
+ * next argument), advances *i past it and returns 1. Returns 0 when argv[*i]
+ * is another argument, and -1 after printing an error when the value is
+ * missing. */
+int cli_option_value(int argc, char **argv, int *i, const char *name, const char **value);
+
+/* Parses a number option; prints an error and returns -1 unless it is a
+ * finite number of at least `minimum` (exclusive when `strict`). */
+int cli_parse_double(const char *option, const char *text, double minimum, bool strict,
+                     double *value);
+
+/* Tolerance options shared by `grad --check` and `check`: --eps, --atol and
+ * --rtol. Returns 1 when argv[*i] was one of them, 0 when not, -1 on error. */
+int cli_tolerance_option(int argc, char **argv, int *i, ag_gradcheck_options *options);
+
+/* Writes the flat index of a tensor element as "[1, 2]". */
+void cli_format_position(char *buf, size_t size, const ag_tensor *t, size_t index);
+
+/* Writes a gradient check result as text. `input_label` names the worst
+ * input, `input` is that tensor (for the element's position), or NULL when
+ * no element was compared. */
+void cli_print_check_text(FILE *out, const ag_gradcheck_result *result,
+                          const ag_gradcheck_options *options, const char *input_label,
+                          const ag_tensor *input);
+
+/* Writes the same as a JSON object (no trailing newline). */
+void cli_print_check_json(FILE *out, const ag_gradcheck_result *result,
+                          const ag_gradcheck_options *options, const char *input_label,
+                          const ag_tensor *input, const char *indent);
+
+/* The commands; each returns the exit status. argv[0] is the command name. */
+int cmd_grad(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+
+/* Help texts, printed by `tapegrad --help` and by each command's --help. */
+void print_grad_help(FILE *out);
+void print_check_help(FILE *out);
+
+#endif /* TAPEGRAD_TOOLS_CLI_H */

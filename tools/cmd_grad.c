@@ -1,0 +1,572 @@
+/* `tapegrad grad`: evaluate an expression and its gradient with respect to
+ * every bound name, optionally checked against finite differences. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bindings.h"
+#include "cli.h"
+#include "expr.h"
+#include "print.h"
+
+void print_grad_help(FILE *out)
+{
+    fputs(
+        "Usage: tapegrad grad [OPTIONS] EXPR NAME=VALUE...\n"
+        "\n"
+        "Evaluates EXPR with each NAME bound to VALUE and, when the result has one\n"
+        "element, prints its gradient with respect to every bound name.\n"
+        "\n"
+        "Options:\n"
+        "  --dtype f32|f64     element type of the values and of the computation\n"
+        "                      (default f64)\n"
+        "  --format text|json  output format (default text); json prints one object:\n"
+        "                      {\"value\": ..., \"grad\": {NAME: ... or null},\n"
+        "                      \"check\": ...}\n"
+        "  --check             compare the gradient with central finite differences\n"
+        "                      (ag_gradcheck) for every bound name, holding the labels\n"
+        "                      of cross_entropy constant; exit status 1 when they\n"
+        "                      disagree\n"
+        "  --eps H             finite-difference step for --check (default 1e-6)\n"
+        "  --atol A            absolute tolerance for --check (default 1e-5)\n"
+        "  --rtol R            relative tolerance for --check (default 1e-3); an\n"
+        "                      element passes when\n"
+        "                      |analytic - numeric| <= A + R * |numeric|\n"
+        "  --trace             print the tape: every record's value, its adjoint and\n"
+        "                      what it sent to each input (to stderr with\n"
+        "                      --format json)\n"
+        "  --dot FILE          write the graph in Graphviz DOT to FILE; with '-' the\n"
+        "                      graph goes to stdout and the text output to stderr\n"
+        "                      (not with --format json)\n"
+        "  -h, --help          show this help\n"
+        "  --                  end of options; later arguments are EXPR and bindings\n"
+        "\n"
+        "Bindings:\n"
+        "  NAME=VALUE binds NAME (letters, digits, '_') to a number, which is a tensor\n"
+        "  of shape (1), or to a bracketed, nested list: x=[1,2,3] has shape (3) and\n"
+        "  W=[[1,2],[3,4]] shape (2x2). Every list at one depth has the same length.\n"
+        "\n"
+        "Expressions, loosest binding first:\n"
+        "  a + b, a - b        elementwise, broadcasting as NumPy does\n"
+        "  a * b, a / b        elementwise product and quotient\n"
+        "  a @ b               matrix product of 2-D tensors; * / @ group left to right\n"
+        "  -a                  negation\n"
+        "  a ^ b               power, right-associative and tighter than unary minus:\n"
+        "                      -x^2 is -(x^2) and 2^3^2 is 2^9\n"
+        "  (a), numbers (2, 0.5, 1e-3), bound names, and the functions:\n"
+        "    exp log sqrt abs tanh sigmoid relu softplus (x)   elementwise\n"
+        "    transpose(x)                  of a 2-D tensor\n"
+        "    sum mean max logsumexp (x[, axis])\n"
+        "                                  over all elements, giving shape (1), or\n"
+        "                                  over one axis, which is dropped\n"
+        "    softmax(x, axis), log_softmax(x, axis)\n"
+        "    mse(pred, target)             mean((pred - target)^2)\n"
+        "    bce(prob, target)             -mean(t log p + (1 - t) log(1 - p)), logs\n"
+        "                                  clamped at -100 as in PyTorch\n"
+        "    bce_logits(logits, target)    bce(sigmoid(logits), target), computed\n"
+        "                                  without overflow\n"
+        "    cross_entropy(logits, labels) mean over rows of\n"
+        "                                  -log_softmax(logits)[label]; logits are\n"
+        "                                  (rows x classes) or (classes), labels a\n"
+        "                                  bound name or a number holding class\n"
+        "                                  indices, and labels take no gradient\n"
+        "  An axis is a constant integer; -1 is the last axis. The two arguments of a\n"
+        "  loss have the same shape, because losses do not broadcast.\n"
+        "\n"
+        "Examples:\n"
+        "  tapegrad grad 'x*y + x' x=3 y=4\n"
+        "  tapegrad grad --check 'sum(tanh(x @ W + b))' \\\n"
+        "      x=[[1,2]] W=[[0.5,-1],[2,0]] b=[[0,1]]\n"
+        "\n"
+        "Exit status: 0 on success, 1 when --check fails, 2 on invalid options,\n"
+        "bindings or expressions, on --check of a value with more than one element,\n"
+        "and on errors the library reports (such as mismatched shapes).\n",
+        out);
+}
+
+typedef struct grad_request {
+    ag_dtype dtype;
+    bool json;
+    bool check;
+    bool trace;
+    const char *dot_path;
+    ag_gradcheck_options tolerances;
+    const char *expression;
+    int n_bindings;
+    binding *bindings;
+    const char **names;
+} grad_request;
+
+/* What one run computed; the tensors live on the tape. */
+typedef struct grad_result {
+    ag_tape *tape;
+    ag_tensor **values; /* one per binding */
+    bool *used;
+    bool *differentiable;
+    ag_tensor *output;
+    bool has_gradients;
+    bool checked;
+    ag_gradcheck_result check;
+} grad_result;
+
+/* ---- arguments ---------------------------------------------------------------- */
+
+static int parse_choice(const char *option, const char *value, const char *first,
+                        const char *second, int *choice)
+{
+    if (strcmp(value, first) == 0) {
+        *choice = 0;
+        return 0;
+    }
+    if (strcmp(value, second) == 0) {
+        *choice = 1;
+        return 0;
+    }
+    cli_error("invalid value '%s' for %s: expected %s or %s", value, option, first, second);
+    return -1;
+}
+
+/* Handles one option at argv[*i]. Returns 1 when handled, 0 when argv[*i] is
+ * not an option, -1 on error. */
+static int parse_option(int argc, char **argv, int *i, grad_request *request)
+{
+    const char *value;
+    int found;
+    int choice;
+
+    if ((found = cli_option_value(argc, argv, i, "--dtype", &value)) != 0) {
+        if (found < 0 || parse_choice("--dtype", value, "f32", "f64", &choice) != 0)
+            return -1;
+        request->dtype = choice == 0 ? AG_F32 : AG_F64;
+        return 1;
+    }
+    if ((found = cli_option_value(argc, argv, i, "--format", &value)) != 0) {
+        if (found < 0 || parse_choice("--format", value, "text", "json", &choice) != 0)
+            return -1;
+        request->json = choice == 1;
+        return 1;
+    }
+    if ((found = cli_option_value(argc, argv, i, "--dot", &value)) != 0) {
+        if (found < 0)
+            return -1;
+        request->dot_path = value;
+        return 1;
+    }
+    if ((found = cli_tolerance_option(argc, argv, i, &request->tolerances)) != 0)
+        return found;
+    if (strcmp(argv[*i], "--check") == 0) {
+        request->check = true;
+        return 1;
+    }
+    if (strcmp(argv[*i], "--trace") == 0) {
+        request->trace = true;
+        return 1;
+    }
+    return 0;
+}
+
+static int add_binding(grad_request *request, const char *argument)
+{
+    binding_error error;
+    binding *b = &request->bindings[request->n_bindings];
+
+    if (binding_parse(argument, b, &error) != 0) {
+        cli_error("invalid binding: %s", error.message);
+        cli_show_column(argument, error.column);
+        return -1;
+    }
+    for (int k = 0; k < request->n_bindings; k++) {
+        if (strcmp(request->bindings[k].name, b->name) == 0) {
+            cli_error("%s is bound twice; bind each name once", b->name);
+            binding_free(b);
+            return -1;
+        }
+    }
+    request->names[request->n_bindings] = b->name;
+    request->n_bindings++;
+    return 0;
+}
+
+/* Returns 0, -1 after an error, or 1 after printing the help. */
+static int parse_arguments(int argc, char **argv, grad_request *request)
+{
+    bool options_done = false;
+
+    request->bindings = calloc((size_t)argc, sizeof *request->bindings);
+    request->names = calloc((size_t)argc, sizeof *request->names);
+    if (request->bindings == NULL || request->names == NULL) {
+        cli_error("out of memory");
+        return -1;
+    }
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+
+        if (!options_done && (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)) {
+            print_grad_help(stdout);
+            return 1;
+        }
+        if (!options_done && strcmp(arg, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        if (!options_done && strncmp(arg, "--", 2) == 0) {
+            int handled = parse_option(argc, argv, &i, request);
+
+            if (handled < 0)
+                return -1;
+            if (handled == 0) {
+                cli_error("unknown option '%s'; see tapegrad grad --help", arg);
+                return -1;
+            }
+            continue;
+        }
+        if (request->expression == NULL)
+            request->expression = arg;
+        else if (add_binding(request, arg) != 0)
+            return -1;
+    }
+
+    if (request->expression == NULL) {
+        cli_error("missing expression; usage: tapegrad grad [OPTIONS] EXPR NAME=VALUE... "
+                  "(see tapegrad grad --help)");
+        return -1;
+    }
+    if (request->json && request->dot_path != NULL && strcmp(request->dot_path, "-") == 0) {
+        cli_error("--dot - writes to stdout, which --format json keeps for the JSON "
+                  "object; give --dot a file name");
+        return -1;
+    }
+    return 0;
+}
+
+static void free_request(grad_request *request)
+{
+    for (int k = 0; k < request->n_bindings; k++)
+        binding_free(&request->bindings[k]);
+    free(request->bindings);
+    free(request->names);
+}
+
+/* ---- computing -------------------------------------------------------------- */
+
+typedef struct check_job {
+    const expr_tree *tree;
+    ag_dtype dtype;
+} check_job;
+
+/* The expression as an ag_function: inputs are the bound names in order. */
+static ag_tensor *evaluate_for_check(ag_tape *tape, ag_tensor *const *inputs, int n_inputs,
+                                     void *user)
+{
+    const check_job *job = user;
+    expr_context context = {
+        .tape = tape,
+        .dtype = n_inputs > 0 ? ag_tensor_dtype(inputs[0]) : job->dtype,
+        .values = inputs,
+    };
+
+    return expr_eval(job->tree, &context);
+}
+
+/* Creates one tensor per binding: a leaf that requires a gradient when the
+ * expression differentiates through it. Tape NULL makes heap tensors. */
+static int make_inputs(const grad_request *request, const grad_result *result,
+                       ag_tape *tape, ag_tensor **tensors)
+{
+    for (int k = 0; k < request->n_bindings; k++) {
+        const binding *b = &request->bindings[k];
+
+        /* An empty list has no data, but the library wants a pointer. */
+        static const double no_elements[1];
+        const double *data = b->numel > 0 ? b->data : no_elements;
+
+        tensors[k] = ag_tensor_from_doubles(tape, request->dtype, b->ndim, b->shape, data);
+        if (tensors[k] == NULL)
+            return -1;
+        ag_tensor_set_name(tensors[k], b->name);
+        if (result->differentiable[k] &&
+            ag_tensor_set_requires_grad(tensors[k], true) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int run_check(const grad_request *request, const expr_tree *tree,
+                     grad_result *result)
+{
+    int n = request->n_bindings;
+    ag_tensor **inputs = calloc((size_t)(n > 0 ? n : 1), sizeof *inputs);
+    int status = -1;
+
+    if (inputs == NULL) {
+        cli_error("out of memory");
+        return -1;
+    }
+    if (make_inputs(request, result, NULL, inputs) != 0) {
+        cli_error("%s", ag_error());
+    } else {
+        check_job job = {.tree = tree, .dtype = request->dtype};
+
+        status = ag_gradcheck(evaluate_for_check, &job, n, inputs, &request->tolerances,
+                              &result->check);
+        if (status != 0)
+            cli_error("the gradient check could not run: %s", ag_error());
+        else
+            result->checked = true;
+    }
+
+    for (int k = 0; k < n; k++)
+        ag_tensor_free(inputs[k]);
+    free(inputs);
+    return status;
+}
+
+static int compute(const grad_request *request, const expr_tree *tree, grad_result *result)
+{
+    int n = request->n_bindings;
+    size_t count = (size_t)(n > 0 ? n : 1);
+
+    result->values = calloc(count, sizeof *result->values);
+    result->used = calloc(count, sizeof *result->used);
+    result->differentiable = calloc(count, sizeof *result->differentiable);
+    result->tape = ag_tape_new();
+    if (result->values == NULL || result->used == NULL || result->differentiable == NULL ||
+        result->tape == NULL) {
+        cli_error("out of memory");
+        return -1;
+    }
+    expr_find_uses(tree, n, result->used, result->differentiable);
+
+    if (make_inputs(request, result, result->tape, result->values) != 0) {
+        cli_error("%s", ag_error());
+        return -1;
+    }
+
+    expr_context context = {.tape = result->tape, .dtype = request->dtype,
+                            .values = result->values};
+    result->output = expr_eval(tree, &context);
+    if (result->output == NULL) {
+        cli_error("%s", ag_error() != NULL ? ag_error() : "evaluation failed");
+        cli_show_column(request->expression, context.error_column);
+        return -1;
+    }
+
+    bool one_element = ag_tensor_numel(result->output) == 1;
+    if (request->check && !one_element) {
+        char shape[64];
+
+        cli_error("--check needs a one-element value, but the value has shape %s; "
+                  "reduce it with sum(...) or mean(...)",
+                  ag_shape_str(result->output, shape, sizeof shape));
+        return -1;
+    }
+
+    /* Gradients exist only for a one-element value; without a recorded
+     * input, every gradient stays zero and backward has nothing to do. */
+    result->has_gradients = one_element;
+    if (one_element && ag_tensor_requires_grad(result->output) &&
+        ag_backward(result->tape, result->output, NULL) != 0) {
+        cli_error("%s", ag_error());
+        return -1;
+    }
+
+    if (request->check && run_check(request, tree, result) != 0)
+        return -1;
+    return 0;
+}
+
+static void free_result(grad_result *result)
+{
+    ag_tape_free(result->tape);
+    free(result->values);
+    free(result->used);
+    free(result->differentiable);
+}
+
+/* ---- output ---------------------------------------------------------------- */
+
+/* Returns the reason binding k has no gradient, or NULL when it has one. */
+static const char *no_gradient_reason(const grad_result *result, int k)
+{
+    if (!result->used[k])
+        return "the expression does not use it";
+    if (!result->differentiable[k])
+        return "class labels of cross_entropy take no gradient";
+    return NULL;
+}
+
+static void print_labelled_text(FILE *out, const char *label, const ag_tensor *t)
+{
+    fprintf(out, "%s ", label);
+    print_shape_text(out, t);
+    if (ag_tensor_ndim(t) == 1 && ag_tensor_numel(t) == 1) {
+        fputs(": ", out);
+        print_tensor_text(out, t, "");
+    } else {
+        fputs(":\n  ", out);
+        print_tensor_text(out, t, "  ");
+    }
+    fputc('\n', out);
+}
+
+static const ag_tensor *worst_input(const grad_request *request, const grad_result *result)
+{
+    int k = result->check.worst_input;
+
+    if (result->check.n_checked == 0 || k < 0 || k >= request->n_bindings)
+        return NULL;
+    return result->values[k];
+}
+
+static const char *worst_name(const grad_request *request, const grad_result *result)
+{
+    int k = result->check.worst_input;
+
+    return k >= 0 && k < request->n_bindings ? request->bindings[k].name : "";
+}
+
+static void print_text(FILE *out, const grad_request *request, const grad_result *result)
+{
+    print_labelled_text(out, "value", result->output);
+
+    if (!result->has_gradients) {
+        fprintf(out, "gradients: none, because the value has %zu elements; reduce it "
+                "with sum(...) or mean(...) to get gradients\n",
+                ag_tensor_numel(result->output));
+    } else {
+        for (int k = 0; k < request->n_bindings; k++) {
+            const char *reason = no_gradient_reason(result, k);
+            char label[64];
+
+            snprintf(label, sizeof label, "d/d%s", request->bindings[k].name);
+            if (reason != NULL)
+                fprintf(out, "%s: none (%s)\n", label, reason);
+            else
+                print_labelled_text(out, label, ag_tensor_grad(result->values[k]));
+        }
+    }
+
+    if (result->checked)
+        cli_print_check_text(out, &result->check, &request->tolerances,
+                             worst_name(request, result), worst_input(request, result));
+}
+
+static void print_json(FILE *out, const grad_request *request, const grad_result *result)
+{
+    fprintf(out, "{\n  \"dtype\": \"%s\",\n  \"value\": ",
+            request->dtype == AG_F32 ? "f32" : "f64");
+    print_tensor_json(out, result->output);
+
+    fputs(",\n  \"grad\": ", out);
+    if (!result->has_gradients) {
+        fputs("null", out);
+    } else {
+        fputs("{", out);
+        for (int k = 0; k < request->n_bindings; k++) {
+            fprintf(out, "%s\n    ", k > 0 ? "," : "");
+            print_json_string(out, request->bindings[k].name);
+            fputs(": ", out);
+            if (no_gradient_reason(result, k) != NULL)
+                fputs("null", out);
+            else
+                print_tensor_json(out, ag_tensor_grad(result->values[k]));
+        }
+        fputs(request->n_bindings > 0 ? "\n  }" : "}", out);
+    }
+
+    if (result->checked) {
+        fputs(",\n  \"check\": ", out);
+        cli_print_check_json(out, &result->check, &request->tolerances,
+                             worst_name(request, result), worst_input(request, result),
+                             "  ");
+    }
+    fputs("\n}\n", out);
+}
+
+static int write_dot(const char *path, const ag_tape *tape)
+{
+    if (strcmp(path, "-") == 0) {
+        if (ag_tape_write_dot(tape, stdout) != 0) {
+            cli_error("%s", ag_error());
+            return -1;
+        }
+        return 0;
+    }
+
+    FILE *file = fopen(path, "w");
+    if (file == NULL) {
+        cli_error("cannot open %s for writing: %s", path, strerror(errno));
+        return -1;
+    }
+    int status = ag_tape_write_dot(tape, file);
+    if (status != 0)
+        cli_error("writing %s failed: %s", path, ag_error());
+    if (fclose(file) != 0 && status == 0) {
+        cli_error("writing %s failed: %s", path, strerror(errno));
+        status = -1;
+    }
+    return status;
+}
+
+static int print_results(const grad_request *request, const grad_result *result)
+{
+    /* With --dot -, stdout carries the graph alone, so it can be piped to
+     * Graphviz; the text goes to stderr. */
+    bool dot_to_stdout = request->dot_path != NULL && strcmp(request->dot_path, "-") == 0;
+    FILE *text_out = dot_to_stdout ? stderr : stdout;
+
+    if (request->json)
+        print_json(stdout, request, result);
+    else
+        print_text(text_out, request, result);
+
+    /* stdout carries the JSON object alone, so the trace goes to stderr. */
+    if (request->trace) {
+        FILE *out = request->json ? stderr : text_out;
+
+        if (!request->json)
+            fputc('\n', out);
+        if (ag_tape_print(result->tape, out) != 0) {
+            cli_error("%s", ag_error());
+            return -1;
+        }
+    }
+    if (request->dot_path != NULL && write_dot(request->dot_path, result->tape) != 0)
+        return -1;
+
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        cli_error("writing the output failed: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_grad(int argc, char **argv)
+{
+    grad_request request = {.dtype = AG_F64, .tolerances = ag_gradcheck_defaults()};
+    grad_result result = {0};
+    expr_tree tree = {0};
+    int status = CLI_USAGE;
+
+    int parsed = parse_arguments(argc, argv, &request);
+    if (parsed != 0) {
+        free_request(&request);
+        return parsed > 0 ? CLI_OK : CLI_USAGE;
+    }
+
+    expr_error error;
+    if (expr_parse(request.expression, request.names, request.n_bindings, &tree,
+                   &error) != 0) {
+        cli_error("%s", error.message);
+        cli_show_column(request.expression, error.column);
+    } else if (compute(&request, &tree, &result) == 0 &&
+               print_results(&request, &result) == 0) {
+        status = result.checked && !result.check.passed ? CLI_CHECK_FAILED : CLI_OK;
+    }
+
+    free_result(&result);
+    expr_tree_free(&tree);
+    free_request(&request);
+    return status;
+}
