@@ -102,7 +102,7 @@ static void leaf_table_free(leaf_table *leaves)
 
 /* Collects every input of every record that no record on this tape produced,
  * in order of first use. */
-static int collect_leaves(const ag_tape *tape, leaf_table *leaves, const char *who)
+static int collect_leaves(const ag_tape *tape, leaf_table *leaves, const char *function)
 {
     memset(leaves, 0, sizeof *leaves);
     for (size_t i = 0; i < tape->n_records; i++) {
@@ -112,7 +112,7 @@ static int collect_leaves(const ag_tape *tape, leaf_table *leaves, const char *w
             if (producer(tape, rec->inputs[k]) == NULL &&
                 leaf_table_add(leaves, rec->inputs[k]) != 0) {
                 leaf_table_free(leaves);
-                ag_set_error("%s: out of memory listing the tape's leaves", who);
+                ag_set_error("%s: out of memory listing the tape's leaves", function);
                 return -1;
             }
         }
@@ -277,11 +277,11 @@ static void print_call(FILE *out, const ag_tape *tape, const ag_record *rec)
 /* ---- what one record sent back --------------------------------------------- */
 
 /* Replays rec's backward rule with each input's adjoint swapped for a zeroed
- * heap buffer, so sent[k] holds exactly what this record added to input k
+ * heap buffer, so sent[k] receives exactly what this record added to input k
  * (NULL for inputs that take no gradient). Recording is off during the
- * replay; the tape's records and values are left as they were, though a rule
- * may take scratch memory from the arena. Returns 0, or -1 with the rule's
- * error, and the caller frees sent[] with free_contributions. */
+ * replay, so the tape's records and values stay as they were, but a rule may
+ * take scratch memory from the arena. Returns 0, or -1 with the rule's
+ * error. The caller frees sent[] with free_contributions. */
 static int replay_backward(ag_tape *tape, ag_record *rec, ag_tensor **sent)
 {
     ag_tensor *kept[AG_MAX_INPUTS];
@@ -425,10 +425,10 @@ static void print_leaf(FILE *out, const ag_tape *tape, const ag_tensor *t)
     print_line(out, 5, "grad", t->grad);
 }
 
-static int finish_writing(FILE *out, const char *who)
+static int finish_writing(FILE *out, const char *function)
 {
     if (fflush(out) != 0 || ferror(out)) {
-        ag_set_error("%s: writing failed: %s", who, strerror(errno));
+        ag_set_error("%s: writing failed: %s", function, strerror(errno));
         return -1;
     }
     return 0;
