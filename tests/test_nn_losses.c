@@ -494,6 +494,51 @@ START_TEST(cross_entropy_bad_shapes_rejected)
 }
 END_TEST
 
+START_TEST(gaussian_nll_sigma_any_shape)
+{
+    /* A one-element sigma of shape (1x1) gives the loss and gradient of
+     * one of shape (1). */
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *f = ag_full(tape, AG_F64, AG_SHAPE(2), 0.25);
+    ag_tensor *y = ag_full(tape, AG_F64, AG_SHAPE(2), 1.0);
+    ag_tensor *sigma = ag_full(tape, AG_F64, AG_SHAPE(1, 1), 0.5);
+    double s = 0.5;
+    double squares = 2 * 0.75 * 0.75;
+
+    ag_tensor_set_requires_grad(sigma, true);
+    double value = backward_value(tape, nn_gaussian_nll_loss(tape, f, y, sigma));
+    ck_assert_close(value, squares / (2 * s * s) + log(2 * pi * s * s), 1e-12, "value");
+    ck_assert_close(ag_tensor_item(ag_tensor_grad(sigma)), -squares / (s * s * s) + 2 / s, 1e-12,
+                    "dL/dsigma");
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(bce_probability_outside_rejected)
+{
+    const double probs[3] = {0.5, 1.25, 0.5};
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *p = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(3), probs);
+    ag_tensor *y = ag_zeros(tape, AG_F64, AG_SHAPE(3));
+
+    ck_assert_error_contains(nn_bce_loss(tape, p, y), "probability 1.25 at element 1");
+    ag_tensor_set(p, 1, NAN);
+    ck_assert_error_contains(nn_bce_loss(tape, p, y), "probability nan at element 1");
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(cross_entropy_dtype_mismatch_rejected)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *a = ag_zeros(tape, AG_F32, AG_SHAPE(2, 3));
+    ag_tensor *c = ag_zeros(tape, AG_F64, AG_SHAPE(2));
+
+    ck_assert_error_contains(nn_cross_entropy_loss(tape, a, c), "logits are f32 and labels f64");
+    ag_tape_free(tape);
+}
+END_TEST
+
 START_TEST(gaussian_nll_bad_sigma_rejected)
 {
     ag_tape *tape = ag_tape_new();
@@ -523,6 +568,7 @@ static Suite *losses_suite(void)
     tcase_add_test(formulas, cross_entropy_matches_formula);
     tcase_add_test(formulas, cross_entropy_f32);
     tcase_add_test(formulas, gaussian_nll_matches_formula);
+    tcase_add_test(formulas, gaussian_nll_sigma_any_shape);
     tcase_add_test(formulas, losses_pass_gradcheck);
     suite_add_tcase(s, formulas);
 
@@ -538,6 +584,8 @@ static Suite *losses_suite(void)
     tcase_add_loop_test(errors, null_input_keeps_message, 0, n_pair);
     tcase_add_test(errors, cross_entropy_bad_labels_rejected);
     tcase_add_test(errors, cross_entropy_bad_shapes_rejected);
+    tcase_add_test(errors, bce_probability_outside_rejected);
+    tcase_add_test(errors, cross_entropy_dtype_mismatch_rejected);
     tcase_add_test(errors, gaussian_nll_bad_sigma_rejected);
     suite_add_tcase(s, errors);
     return s;

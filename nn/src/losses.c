@@ -88,7 +88,8 @@ static double clamped_log(double x)
     return l < BCE_LOG_MIN ? BCE_LOG_MIN : l;
 }
 
-/* Elementwise l_i = -(y log p + (1 - y) log(1 - p)), logs clamped. */
+/* Elementwise l_i = -(y log p + (1 - y) log(1 - p)), logs clamped. A
+ * probability outside [0, 1] (or NaN) is rejected, as PyTorch does. */
 static int bce_forward(ag_tape *tape, ag_record *rec)
 {
     (void)tape;
@@ -100,6 +101,14 @@ static int bce_forward(ag_tape *tape, ag_record *rec)
     for (size_t i = 0; i < n; i++) {
         double pi = ag_tensor_get(p, i);
         double yi = ag_tensor_get(y, i);
+
+        if (!(pi >= 0.0 && pi <= 1.0)) {
+            ag_set_error("nn_bce_loss: probability %g at element %zu is outside "
+                         "[0, 1]; pass sigmoid outputs, or logits to "
+                         "nn_bce_with_logits_loss",
+                         pi, i);
+            return -1;
+        }
         double loss = -(yi * clamped_log(pi) + (1.0 - yi) * clamped_log(1.0 - pi));
         ag_tensor_set(out, i, loss);
     }
@@ -345,6 +354,13 @@ ag_tensor *nn_cross_entropy_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *la
 {
     if (logits == NULL || labels == NULL)
         return NULL;
+    if (ag_tensor_dtype(logits) != ag_tensor_dtype(labels)) {
+        ag_set_error("nn_cross_entropy_loss: logits are %s and labels %s; store "
+                     "the class indices in a tensor of the logits' dtype",
+                     ag_tensor_dtype(logits) == AG_F32 ? "f32" : "f64",
+                     ag_tensor_dtype(labels) == AG_F32 ? "f32" : "f64");
+        return NULL;
+    }
     if (ensure_registered(&cross_entropy_op, &cross_entropy_once,
                           register_cross_entropy) != 0)
         return NULL;

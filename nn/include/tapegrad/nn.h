@@ -228,7 +228,9 @@ ag_tensor *nn_sum_of_squares_loss(ag_tape *tape, ag_tensor *pred, ag_tensor *tar
  * Clamping the logs at -100 (as PyTorch does) keeps the loss finite at
  * p = 0 and p = 1. The gradient is PyTorch's:
  * dL/dp_i = (p_i - y_i) / (N max(p_i (1 - p_i), 1e-12)), finite everywhere.
- * Prefer nn_bce_with_logits_loss on logits: it is exact where this clamps. */
+ * Returns NULL with an error naming the element when a probability is
+ * outside [0, 1] or NaN. Prefer nn_bce_with_logits_loss on logits: it is
+ * exact where this clamps. */
 ag_tensor *nn_bce_loss(ag_tape *tape, ag_tensor *prob, ag_tensor *target);
 
 /* Binary cross-entropy on logits a, in the overflow-free form
@@ -246,7 +248,7 @@ ag_tensor *nn_bce_with_logits_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *
  * "nn_softmax_cross_entropy" (registered with ag_op_register on first use);
  * labels get no gradient. B = 0 gives NaN, as a mean over nothing does. Returns
  * NULL with an error naming the row and value for a label that is not an
- * integer or is out of range. The backward pass of the fused op is not
+ * integer or is out of range, and when the dtypes differ. The backward pass of the fused op is not
  * itself recorded, so second derivatives through it are not available. */
 ag_tensor *nn_cross_entropy_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *labels);
 
