@@ -97,11 +97,11 @@ static size_t element_size(const ag_tensor *t)
 
 /* Allocates the optimizer and zeroed state buffers: one per parameter for
  * SGD with momentum, two for Adam. */
-static nn_optimizer *optimizer_new(const char *who, optimizer_kind kind,
+static nn_optimizer *optimizer_new(const char *function_name, optimizer_kind kind,
                                    nn_params *params, int n_buffers)
 {
     if (params == NULL) {
-        ag_set_error("%s: params is NULL; pass the set to optimize", who);
+        ag_set_error("%s: params is NULL; pass the set to optimize", function_name);
         return NULL;
     }
 
@@ -109,7 +109,7 @@ static nn_optimizer *optimizer_new(const char *who, optimizer_kind kind,
     size_t n = nn_params_count(params);
     if (opt == NULL || (opt->states = calloc(n + 1, sizeof *opt->states)) == NULL) {
         free(opt);
-        ag_set_error("%s: out of memory", who);
+        ag_set_error("%s: out of memory", function_name);
         return NULL;
     }
     opt->kind = kind;
@@ -128,7 +128,7 @@ static nn_optimizer *optimizer_new(const char *who, optimizer_kind kind,
         if ((n_buffers >= 1 && state->moment1 == NULL) ||
             (n_buffers >= 2 && state->moment2 == NULL)) {
             nn_optimizer_free(opt);
-            ag_set_error("%s: out of memory for the state of %zu parameters", who, n);
+            ag_set_error("%s: out of memory for the state of %zu parameters", function_name, n);
             return NULL;
         }
     }

@@ -340,7 +340,8 @@ int nn_optimizer_step(nn_optimizer *opt);
 /* Sets the gradient of every parameter to zero. */
 void nn_optimizer_zero_grad(nn_optimizer *opt);
 
-/* Sets the learning rate used by the following steps (for schedules). */
+/* Sets the learning rate used by the following steps (for schedules). The
+ * value is used as given: unlike the constructors, this does not check it. */
 void nn_optimizer_set_lr(nn_optimizer *opt, double lr);
 
 /* Returns the current learning rate. */
