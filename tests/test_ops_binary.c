@@ -411,6 +411,47 @@ START_TEST(empty_broadcast)
 }
 END_TEST
 
+START_TEST(grad_accumulates)
+{
+    /* A second backward call adds into the leaves' gradients, so every
+     * kernel must add to its adjoint instead of overwriting it. */
+    const binary_case *c = &cases[_i];
+
+    for (int p = 0; p < N_PATTERNS; p++) {
+        const shape_pair *s = &patterns[p];
+        ag_tape *tape = ag_tape_new();
+        ag_rng rng = ag_rng_new(31);
+        ag_tensor *a = ag_rand_uniform(tape, AG_F64, s->ndim_a, s->shape_a, c->a_low,
+                                       c->a_high, &rng);
+        ag_tensor *b = ag_rand_uniform(tape, AG_F64, s->ndim_b, s->shape_b, c->b_low,
+                                       c->b_high, &rng);
+        double first_ga[64];
+        double first_gb[64];
+
+        ck_assert_int_eq(ag_tensor_set_requires_grad(a, true), 0);
+        ck_assert_int_eq(ag_tensor_set_requires_grad(b, true), 0);
+        ag_tensor *y = c->op(tape, a, b);
+        ag_tensor *seed = ag_rand_uniform(tape, AG_F64, ag_tensor_ndim(y),
+                                          ag_tensor_shape(y), -1, 1, &rng);
+        ck_assert_int_eq(ag_backward(tape, y, seed), 0);
+        for (size_t i = 0; i < ag_tensor_numel(a); i++)
+            first_ga[i] = ag_tensor_get(ag_tensor_grad(a), i);
+        for (size_t i = 0; i < ag_tensor_numel(b); i++)
+            first_gb[i] = ag_tensor_get(ag_tensor_grad(b), i);
+
+        /* The second sum starts from the first, so rounding may differ. */
+        ck_assert_int_eq(ag_backward(tape, y, seed), 0);
+        for (size_t i = 0; i < ag_tensor_numel(a); i++)
+            ck_assert_close(ag_tensor_get(ag_tensor_grad(a), i), 2 * first_ga[i], 1e-14,
+                            c->name);
+        for (size_t i = 0; i < ag_tensor_numel(b); i++)
+            ck_assert_close(ag_tensor_get(ag_tensor_grad(b), i), 2 * first_gb[i], 1e-14,
+                            c->name);
+        ag_tape_free(tape);
+    }
+}
+END_TEST
+
 /* ---- errors --------------------------------------------------------------- */
 
 START_TEST(broadcast_mismatch)
@@ -479,6 +520,7 @@ int main(void)
     tcase_add_test(tc, minimum_ties_split);
     tcase_add_test(tc, nan_propagates);
     tcase_add_test(tc, pow_zero_base);
+    tcase_add_loop_test(tc, grad_accumulates, 0, N_CASES);
     tcase_add_test(tc, grad_only_where_needed);
     tcase_add_test(tc, empty_broadcast);
     tcase_add_test(tc, broadcast_mismatch);

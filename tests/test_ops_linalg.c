@@ -463,6 +463,11 @@ START_TEST(reshape_value_and_gradient)
         ck_assert_float_eq(ag_tensor_get(y, i), ag_tensor_get(x, i));
         ck_assert_float_eq(ag_tensor_get(ag_tensor_grad(x), i), ag_tensor_get(g, i));
     }
+
+    /* A second call adds to the leaf's gradient. */
+    ck_assert_int_eq(ag_backward(tape, y, g), 0);
+    for (size_t i = 0; i < 12; i++)
+        ck_assert_float_eq(ag_tensor_get(ag_tensor_grad(x), i), 2 * ag_tensor_get(g, i));
     ag_tape_free(tape);
 }
 END_TEST
@@ -493,6 +498,11 @@ static ag_tensor *build_matmul(ag_tape *tape, ag_tensor *const *in)
 static ag_tensor *build_linear(ag_tape *tape, ag_tensor *const *in)
 {
     return ag_linear(tape, in[0], in[1], in[2]);
+}
+
+static ag_tensor *build_reshape(ag_tape *tape, ag_tensor *const *in)
+{
+    return ag_reshape(tape, in[0], AG_SHAPE(3, 1, 2));
 }
 
 /* x^T reshaped to a column, times a row: exercises both shape ops. */
@@ -569,6 +579,67 @@ START_TEST(finite_differences)
 
     ag_tensor *shape_inputs[2] = {x, row};
     check_fd(build_shape_ops, 2, shape_inputs, "transpose and reshape");
+
+    ag_tensor_free(a);
+    ag_tensor_free(b);
+    ag_tensor_free(bias);
+    ag_tensor_free(x);
+    ag_tensor_free(row);
+}
+END_TEST
+
+/* Runs backward twice and checks that every input's gradient doubled, so no
+ * backward rule overwrites an adjoint that already holds a contribution. */
+static void check_accumulates(build_fn f, int n_inputs, ag_tensor *const *inputs,
+                              const char *label)
+{
+    ag_rng rng = ag_rng_new(37);
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *y = f(tape, inputs);
+    double first[AG_MAX_INPUTS][64];
+
+    for (int k = 0; k < n_inputs; k++)
+        ag_tensor_zero_grad(inputs[k]);
+
+    ck_assert_msg(y != NULL, "%s", ag_error());
+    ag_tensor *seed = ag_rand_uniform(tape, AG_F64, ag_tensor_ndim(y), ag_tensor_shape(y),
+                                      -1, 1, &rng);
+    ck_assert_int_eq(ag_backward(tape, y, seed), 0);
+    for (int k = 0; k < n_inputs; k++) {
+        ck_assert_uint_le(ag_tensor_numel(inputs[k]), 64);
+        for (size_t i = 0; i < ag_tensor_numel(inputs[k]); i++)
+            first[k][i] = ag_tensor_get(ag_tensor_grad(inputs[k]), i);
+    }
+
+    ck_assert_int_eq(ag_backward(tape, y, seed), 0);
+    for (int k = 0; k < n_inputs; k++) {
+        for (size_t i = 0; i < ag_tensor_numel(inputs[k]); i++) {
+            char what[128];
+
+            snprintf(what, sizeof what, "%s input %d at %zu after two calls", label, k, i);
+            ck_assert_close(ag_tensor_get(ag_tensor_grad(inputs[k]), i), 2 * first[k][i],
+                            1e-14, what);
+        }
+    }
+    ag_tape_free(tape);
+}
+
+START_TEST(grad_accumulates)
+{
+    ag_rng rng = ag_rng_new(41);
+    ag_tensor *a = random_leaf(NULL, AG_F64, AG_SHAPE(3, 4), &rng);
+    ag_tensor *b = random_leaf(NULL, AG_F64, AG_SHAPE(4, 5), &rng);
+    ag_tensor *bias = random_leaf(NULL, AG_F64, AG_SHAPE(5), &rng);
+    ag_tensor *x = random_leaf(NULL, AG_F64, AG_SHAPE(2, 3), &rng);
+    ag_tensor *row = random_leaf(NULL, AG_F64, AG_SHAPE(1, 4), &rng);
+
+    ag_tensor *matmul_inputs[2] = {a, b};
+    check_accumulates(build_matmul, 2, matmul_inputs, "matmul");
+    ag_tensor *linear_inputs[3] = {a, b, bias};
+    check_accumulates(build_linear, 3, linear_inputs, "linear");
+    ag_tensor *shape_inputs[2] = {x, row};
+    check_accumulates(build_shape_ops, 2, shape_inputs, "transpose and reshape");
+    check_accumulates(build_reshape, 1, shape_inputs, "reshape");
 
     ag_tensor_free(a);
     ag_tensor_free(b);
@@ -709,6 +780,7 @@ int main(void)
     tcase_add_test(tc, reshape_value_and_gradient);
     tcase_add_test(tc, reshape_six_dims);
     tcase_add_test(tc, finite_differences);
+    tcase_add_test(tc, grad_accumulates);
     tcase_add_test(tc, matmul_inner_mismatch);
     tcase_add_test(tc, matmul_not_2d);
     tcase_add_test(tc, matmul_dtype_mismatch);

@@ -312,13 +312,16 @@ BINARY_OP(pow, pow(a, b), b == 0 ? (T)0 : b * pow(a, b - (T)1),
           a == 0 && b >= 0 ? (T)0 : y * log(a))
 /* NaN propagates because a comparison with NaN is false: the first test keeps
  * a NaN a and the second chooses a NaN b. Equal elements split the gradient
- * in half, and where either side is NaN both receive all of it (as PyTorch). */
+ * in half, and where either side is NaN both receive all of it (as PyTorch).
+ * The derivatives are written without branches, as 1 - [a < b] - [a == b]/2
+ * for maximum, so the loops vectorise instead of mispredicting on random
+ * data. */
 BINARY_OP(maximum, a != a ? a : (a > b ? a : b),
-          a < b ? (T)0 : (a == b ? (T)0.5 : (T)1),
-          a > b ? (T)0 : (a == b ? (T)0.5 : (T)1))
+          (T)1 - (T)(a < b) - (T)0.5 * (T)(a == b),
+          (T)1 - (T)(a > b) - (T)0.5 * (T)(a == b))
 BINARY_OP(minimum, a != a ? a : (a < b ? a : b),
-          a > b ? (T)0 : (a == b ? (T)0.5 : (T)1),
-          a < b ? (T)0 : (a == b ? (T)0.5 : (T)1))
+          (T)1 - (T)(a > b) - (T)0.5 * (T)(a == b),
+          (T)1 - (T)(a < b) - (T)0.5 * (T)(a == b))
 
 /* ---- public entry points -------------------------------------------------- */
 

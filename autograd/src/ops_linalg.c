@@ -187,8 +187,9 @@ GEMM_PORTABLE(double, f64)
 
 #ifdef AG_HAVE_CBLAS
 
-/* Whether BLAS can take the product: no dimension is 0 (BLAS rejects a
- * leading dimension of 0) and all fit in its int arguments. */
+/* Whether BLAS can take the product: no dimension is 0 and all fit in its
+ * int arguments. The BLAS interface requires leading dimensions of at least
+ * 1, which a zero-size operand would not have. */
 static bool blas_can_take(size_t m, size_t n, size_t k, size_t lda, size_t ldb,
                           size_t ldc)
 {
