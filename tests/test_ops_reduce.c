@@ -43,8 +43,7 @@ static void unflatten(size_t flat, size_t *index)
     index[2] = flat % 4;
 }
 
-/* Reference reduction of x (24 values) along `axis` into out (n_out values),
- * and the count of each output's slice. */
+/* Reference reduction of x (24 values) along `axis` into out (n_out values). */
 static void reference_reduce(reduction kind, const double *x, int axis, double *out,
                              size_t n_out)
 {
@@ -423,8 +422,8 @@ END_TEST
 
 START_TEST(long_f32_sum_accumulates_in_double)
 {
-    /* 1e6 copies of 0.1f: float accumulation drifts by about 1e-3 relative;
-     * double accumulation rounds once, to the float nearest n * 0.1f. */
+    /* 1e6 copies of 0.1f: float accumulation drifts by about 1e-3 relative.
+     * Double accumulation rounds once, to the float nearest n * 0.1f. */
     const size_t n = 1000000;
     ag_tape *tape = ag_tape_new();
     ag_tensor *x = ag_full(tape, AG_F32, AG_SHAPE(n), 0.1);
@@ -443,12 +442,36 @@ START_TEST(long_f64_sum_is_accurate)
     ag_tape *tape = ag_tape_new();
     ag_tensor *x = ag_rand_uniform(tape, AG_F64, AG_SHAPE(n), 0.0, 1.0, &rng);
     const double *data = ag_tensor_f64(x);
-    long double reference = 0.0L;
+    double reference = 0.0;
+    double compensation = 0.0;
 
-    for (size_t i = 0; i < n; i++)
-        reference += data[i];
-    ck_assert_close(ag_tensor_item(ag_sum(tape, x)) / (double)reference, 1.0, 1e-14,
+    /* Neumaier's compensated sum: its error does not grow with n. */
+    for (size_t i = 0; i < n; i++) {
+        double t = reference + data[i];
+        if (fabs(reference) >= fabs(data[i]))
+            compensation += (reference - t) + data[i];
+        else
+            compensation += (data[i] - t) + reference;
+        reference = t;
+    }
+    reference += compensation;
+    ck_assert_close(ag_tensor_item(ag_sum(tape, x)) / reference, 1.0, 1e-14,
                     "sum / reference");
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(long_f64_sum_of_constant)
+{
+    /* 1e6 copies of 0.1: a running sum drifts by about 1e-11 relative,
+     * because every addition rounds at the scale of the total. Pairwise
+     * summation stays within a few ulp of the correctly rounded n * 0.1. */
+    const size_t n = 1000000;
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = ag_full(tape, AG_F64, AG_SHAPE(n), 0.1);
+
+    ck_assert_close(ag_tensor_item(ag_sum(tape, x)) / ((double)n * 0.1), 1.0, 1e-14,
+                    "sum / (n * 0.1)");
     ag_tape_free(tape);
 }
 END_TEST
@@ -594,6 +617,7 @@ int main(void)
     tcase_add_test(tc, ops_found_by_name);
     tcase_add_test(tc, long_f32_sum_accumulates_in_double);
     tcase_add_test(tc, long_f64_sum_is_accurate);
+    tcase_add_test(tc, long_f64_sum_of_constant);
     tcase_add_test(tc, sum_over_inner_axis_of_wide_tensor);
     tcase_add_test(tc, empty_sum_is_zero);
     tcase_add_test(tc, empty_mean_is_nan);

@@ -257,7 +257,7 @@ END_TEST
 /* ---- stability ------------------------------------------------------------ */
 
 /* logsumexp([c, c]) = c + log 2 exactly, so only rounding to the dtype may
- * differ; the gradient is [1/2, 1/2]. */
+ * differ. The gradient is [1/2, 1/2]. */
 START_TEST(logsumexp_stable_at_large_inputs)
 {
     const double centers[] = {1000.0, -1000.0, 1e4, -1e4};
@@ -318,8 +318,8 @@ END_TEST
 
 START_TEST(log_softmax_far_apart_is_exact)
 {
-    /* [1000, 0]: softmax [1, 0], log_softmax [0, -1000]; no overflow, no
-     * log(0) = -inf for the small entry. */
+    /* [1000, 0]: softmax [1, 0] and log_softmax [0, -1000]. Nothing
+     * overflows, and the small entry does not become log(0) = -inf. */
     const double xs[] = {1000.0, 0.0};
     const ag_dtype dtypes[] = {AG_F32, AG_F64};
 
@@ -409,6 +409,11 @@ START_TEST(logsumexp_propagates_nan)
 
     ck_assert(isnan(ag_tensor_item(ag_logsumexp(tape, x))));
     ck_assert(isnan(ag_tensor_get(ag_softmax(tape, x, 0), 0)));
+
+    /* NaN beats +inf too: the max of the slice is NaN, not inf. */
+    const double with_inf[] = {INFINITY, NAN};
+    ag_tensor *y = ag_tensor_from_doubles(tape, AG_F32, AG_SHAPE(2), with_inf);
+    ck_assert(isnan(ag_tensor_item(ag_logsumexp(tape, y))));
     ag_tape_free(tape);
 }
 END_TEST

@@ -1,15 +1,453 @@
-/* STUB: placeholder until the gradient checker lands. */
+/*
+ * The gradient checker: the tape's Jacobian of f against central differences.
+ *
+ * The analytic Jacobian J[j][e] = d output_j / d input element e comes from
+ * the tape at the inputs' own dtypes, one row per backward pass seeded with
+ * the one-hot vector of output element j. The numeric Jacobian comes one
+ * column at a time from f evaluated in f64:
+ *   J[:, e] ~ (f(x + eps u_e) - f(x - eps u_e)) / (2 eps),
+ * whose truncation error is O(eps^2). All work happens on copies, so the
+ * caller's inputs and their gradients stay untouched.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "internal.h"
+
+typedef struct gradcheck_run {
+    ag_function f;
+    void *user;
+    int n_inputs;
+    ag_tensor *const *inputs;
+    ag_gradcheck_options options;
+
+    ag_tensor **work;  /* copies of the inputs handed to f, one per input */
+    size_t n_wrt;      /* elements of the inputs that require a gradient */
+    size_t n_out;      /* elements of f's output */
+    double *jacobian;  /* analytic Jacobian, n_out x n_wrt, row-major */
+    double *plus;      /* f(x + eps u_e), n_out values */
+
+    bool any_analytic_nonzero;
+    bool any_numeric_nonzero;
+    bool any_failed;
+    double worst_ratio; /* largest error / tolerance seen so far */
+} gradcheck_run;
 
 ag_gradcheck_options ag_gradcheck_defaults(void)
 {
     return (ag_gradcheck_options){.eps = 1e-6, .atol = 1e-5, .rtol = 1e-3};
 }
 
+/* ---- arguments ------------------------------------------------------------ */
+
+static int check_arguments(ag_function f, int n_inputs, ag_tensor *const *inputs,
+                           const ag_gradcheck_options *options,
+                           ag_gradcheck_result *result)
+{
+    if (f == NULL) {
+        ag_set_error("ag_gradcheck: the function is NULL");
+        return -1;
+    }
+    if (inputs == NULL) {
+        ag_set_error("ag_gradcheck: inputs is NULL; pass an array of n_inputs tensors");
+        return -1;
+    }
+    if (result == NULL) {
+        ag_set_error("ag_gradcheck: result is NULL; pass a result to fill");
+        return -1;
+    }
+    if (n_inputs < 1) {
+        ag_set_error("ag_gradcheck: n_inputs is %d; pass at least one input", n_inputs);
+        return -1;
+    }
+
+    bool any_requires_grad = false;
+    for (int i = 0; i < n_inputs; i++) {
+        if (inputs[i] == NULL) {
+            ag_set_error("ag_gradcheck: input %d is NULL", i);
+            return -1;
+        }
+        any_requires_grad = any_requires_grad || inputs[i]->requires_grad;
+    }
+    if (!any_requires_grad) {
+        ag_set_error("ag_gradcheck: no input requires a gradient, so there is "
+                     "nothing to check; mark the inputs to check with "
+                     "ag_tensor_set_requires_grad");
+        return -1;
+    }
+
+    if (options != NULL &&
+        !(options->eps > 0 && isfinite(options->eps) && options->atol >= 0 &&
+          options->rtol >= 0)) {
+        ag_set_error("ag_gradcheck: invalid options eps %g, atol %g, rtol %g; eps "
+                     "must be positive and finite, atol and rtol nonnegative",
+                     options->eps, options->atol, options->rtol);
+        return -1;
+    }
+    return 0;
+}
+
+/* Copies text into result->message, cut to fit. */
+static void set_message(ag_gradcheck_result *result, const char *text)
+{
+    size_t length = strlen(text);
+
+    if (length >= sizeof result->message)
+        length = sizeof result->message - 1;
+    memcpy(result->message, text, length);
+    result->message[length] = '\0';
+}
+
+/* Sets the error and the result's message to "ag_gradcheck: <context>: <cause>",
+ * where the cause is the current error (often the function's own message). */
+static int fail_keeping_cause(ag_gradcheck_result *result, const char *context)
+{
+    char cause[256];
+    char full[512];
+
+    /* Copy the cause first: ag_set_error overwrites the buffer it lives in. */
+    snprintf(cause, sizeof cause, "%s", ag_error() != NULL ? ag_error() : "no message set");
+    snprintf(full, sizeof full, "ag_gradcheck: %s: %s", context, cause);
+    ag_set_error("%s", full);
+    set_message(result, full);
+    return -1;
+}
+
+/* Writes "input 1" or, for a named tensor, "input 1 \"w\"". */
+static const char *input_label(const gradcheck_run *run, int i, char *buf, size_t size)
+{
+    const char *name = run->inputs[i]->name;
+
+    if (name[0] != '\0')
+        snprintf(buf, size, "input %d \"%s\"", i, name);
+    else
+        snprintf(buf, size, "input %d", i);
+    return buf;
+}
+
+/* ---- the analytic Jacobian ------------------------------------------------ */
+
+/* Copies the gradient of one input copy into its stretch of a Jacobian row. */
+static void read_gradient(gradcheck_run *run, const ag_tensor *copy, double *row)
+{
+    const ag_tensor *grad = ag_tensor_grad(copy);
+
+    for (size_t e = 0; e < copy->numel; e++) {
+        row[e] = grad == NULL ? 0.0 : ag_tensor_get(grad, e);
+        run->any_analytic_nonzero = run->any_analytic_nonzero || row[e] != 0.0;
+    }
+}
+
+/* Fills one Jacobian row per output element. An output that does not require
+ * a gradient (no recorded op reached an input) has an all-zero Jacobian. */
+static int backward_rows(gradcheck_run *run, ag_tape *tape, ag_tensor *output,
+                         ag_gradcheck_result *result)
+{
+    ag_tensor *seed = ag_zeros(tape, output->dtype, output->ndim, output->shape);
+
+    if (seed == NULL)
+        return fail_keeping_cause(result, "cannot allocate the seed");
+
+    for (size_t j = 0; j < run->n_out; j++) {
+        double *row = run->jacobian + j * run->n_wrt;
+
+        if (!output->requires_grad) {
+            memset(row, 0, run->n_wrt * sizeof *row);
+            continue;
+        }
+        for (int i = 0; i < run->n_inputs; i++)
+            ag_tensor_zero_grad(run->work[i]);
+
+        ag_tensor_set(seed, j, 1.0);
+        int status = ag_backward(tape, output, seed);
+        ag_tensor_set(seed, j, 0.0);
+        if (status != 0) {
+            char context[64];
+            snprintf(context, sizeof context, "backward failed for output element %zu", j);
+            return fail_keeping_cause(result, context);
+        }
+
+        for (int i = 0; i < run->n_inputs; i++) {
+            if (run->inputs[i]->requires_grad) {
+                read_gradient(run, run->work[i], row);
+                row += run->work[i]->numel;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Runs f on a fresh tape at the inputs' own dtypes and builds the analytic
+ * Jacobian. Sets run->n_out and allocates run->jacobian. */
+static int analytic_jacobian(gradcheck_run *run, ag_gradcheck_result *result)
+{
+    ag_tape *tape = ag_tape_new();
+    int status = -1;
+
+    if (tape == NULL)
+        return fail_keeping_cause(result, "cannot create a tape");
+
+    for (int i = 0; i < run->n_inputs; i++) {
+        const ag_tensor *input = run->inputs[i];
+
+        run->work[i] = ag_tensor_copy(tape, input, input->dtype);
+        if (run->work[i] == NULL ||
+            ag_tensor_set_requires_grad(run->work[i], input->requires_grad) != 0) {
+            fail_keeping_cause(result, "cannot copy the inputs");
+            goto done;
+        }
+        ag_tensor_set_name(run->work[i], input->name);
+    }
+
+    /* Cleared so that a failure of f reports f's message and no older one. */
+    ag_error_clear();
+    ag_tensor *output = run->f(tape, run->work, run->n_inputs, run->user);
+    if (output == NULL) {
+        fail_keeping_cause(result, "the function failed at the inputs' dtype");
+        goto done;
+    }
+    run->n_out = output->numel;
+    if (run->n_out == 0 || run->n_wrt == 0) {
+        snprintf(result->message, sizeof result->message,
+                 "ag_gradcheck: nothing to check: the output has %zu elements and "
+                 "the inputs that require a gradient have %zu; use nonempty tensors",
+                 run->n_out, run->n_wrt);
+        ag_set_error("%s", result->message);
+        goto done;
+    }
+    if (run->n_out > SIZE_MAX / sizeof(double) / run->n_wrt) {
+        ag_set_error("%zu x %zu partials overflow the address space", run->n_out,
+                     run->n_wrt);
+        fail_keeping_cause(result, "the Jacobian is too large; check fewer elements");
+        goto done;
+    }
+    run->jacobian = ag_heap_alloc(run->n_out * run->n_wrt * sizeof(double));
+    run->plus = ag_heap_alloc(run->n_out * sizeof(double));
+    if (run->jacobian == NULL || run->plus == NULL) {
+        ag_set_error("out of memory for a %zu x %zu Jacobian", run->n_out, run->n_wrt);
+        fail_keeping_cause(result, "cannot allocate the Jacobian");
+        goto done;
+    }
+    status = backward_rows(run, tape, output, result);
+
+done:
+    ag_tape_free(tape);
+    return status;
+}
+
+/* ---- the numeric Jacobian ------------------------------------------------- */
+
+/* Evaluates f on the f64 copies in run->work, on a tape just reset (which
+ * is as good as a fresh one), and checks that the output size matches. */
+static ag_tensor *evaluate_f64(gradcheck_run *run, ag_tape *tape, int input,
+                               size_t element, double step,
+                               ag_gradcheck_result *result)
+{
+    char label[64];
+    char context[160];
+
+    ag_tape_reset(tape);
+    ag_error_clear();
+    ag_tensor *output = run->f(tape, run->work, run->n_inputs, run->user);
+
+    input_label(run, input, label, sizeof label);
+    if (output == NULL) {
+        snprintf(context, sizeof context,
+                 "the function failed in f64 with %s element %zu moved by %g",
+                 label, element, step);
+        fail_keeping_cause(result, context);
+        return NULL;
+    }
+    if (output->numel != run->n_out) {
+        snprintf(result->message, sizeof result->message,
+                 "ag_gradcheck: the output has %zu elements in f64 but %zu at the "
+                 "inputs' dtype; the function must give one shape for both",
+                 output->numel, run->n_out);
+        ag_set_error("%s", result->message);
+        return NULL;
+    }
+    return output;
+}
+
+/* Compares the numeric column of one input element with the analytic one and
+ * keeps the worst element in result. Passes when
+ * |analytic - numeric| <= atol + rtol * |numeric|. */
+static void compare(gradcheck_run *run, int input, size_t element, size_t column,
+                    size_t output_index, double numeric, ag_gradcheck_result *result)
+{
+    double analytic = run->jacobian[output_index * run->n_wrt + column];
+    double abs_error = fabs(analytic - numeric);
+    double tolerance = run->options.atol + run->options.rtol * fabs(numeric);
+    bool ok = abs_error <= tolerance; /* false when either value is NaN */
+    double ratio = ok ? 0.0 : INFINITY;
+
+    if (tolerance > 0 && isfinite(abs_error))
+        ratio = abs_error / tolerance;
+
+    run->any_numeric_nonzero = run->any_numeric_nonzero || numeric != 0.0;
+    run->any_failed = run->any_failed || !ok;
+    result->n_checked++;
+    if (!(ratio > run->worst_ratio))
+        return;
+
+    run->worst_ratio = ratio;
+    result->worst_input = input;
+    result->worst_index = element;
+    result->worst_output = output_index;
+    result->analytic = analytic;
+    result->numeric = numeric;
+    result->abs_error = abs_error;
+    if (numeric != 0.0)
+        result->rel_error = abs_error / fabs(numeric);
+    else
+        result->rel_error = abs_error == 0.0 ? 0.0 : INFINITY;
+}
+
+/* Moves one element of the f64 copy of `input` by +-eps, evaluates f at both
+ * points and compares the difference quotient with the analytic column. */
+static int check_element(gradcheck_run *run, ag_tape *tape, int input,
+                         size_t element, size_t column, ag_gradcheck_result *result)
+{
+    double *x = run->work[input]->data;
+    const double center = x[element];
+    const double eps = run->options.eps;
+
+    x[element] = center + eps;
+    ag_tensor *output = evaluate_f64(run, tape, input, element, eps, result);
+    if (output != NULL) {
+        for (size_t j = 0; j < run->n_out; j++)
+            run->plus[j] = ag_tensor_get(output, j);
+        x[element] = center - eps;
+        output = evaluate_f64(run, tape, input, element, -eps, result);
+    }
+    x[element] = center;
+    if (output == NULL)
+        return -1;
+
+    for (size_t j = 0; j < run->n_out; j++) {
+        double numeric = (run->plus[j] - ag_tensor_get(output, j)) / (2.0 * eps);
+        compare(run, input, element, column, j, numeric, result);
+    }
+    return 0;
+}
+
+/* Replaces run->work by f64 heap copies of the inputs, none requiring a
+ * gradient, and checks every column of the Jacobian. */
+static int numeric_columns(gradcheck_run *run, ag_gradcheck_result *result)
+{
+    ag_tape *tape = ag_tape_new();
+    int status = -1;
+    size_t column = 0;
+
+    for (int i = 0; i < run->n_inputs; i++)
+        run->work[i] = NULL;
+    if (tape == NULL)
+        return fail_keeping_cause(result, "cannot create a tape");
+
+    for (int i = 0; i < run->n_inputs; i++) {
+        run->work[i] = ag_tensor_copy(NULL, run->inputs[i], AG_F64);
+        if (run->work[i] == NULL) {
+            fail_keeping_cause(result, "cannot copy the inputs to f64");
+            goto done;
+        }
+        ag_tensor_set_name(run->work[i], run->inputs[i]->name);
+    }
+
+    for (int i = 0; i < run->n_inputs; i++) {
+        if (!run->inputs[i]->requires_grad)
+            continue;
+        for (size_t e = 0; e < run->work[i]->numel; e++) {
+            if (check_element(run, tape, i, e, column, result) != 0)
+                goto done;
+            column++;
+        }
+    }
+    status = 0;
+
+done:
+    for (int i = 0; i < run->n_inputs; i++)
+        ag_tensor_free(run->work[i]);
+    ag_tape_free(tape);
+    return status;
+}
+
+/* ---- the verdict ---------------------------------------------------------- */
+
+static void write_verdict(const gradcheck_run *run, ag_gradcheck_result *result)
+{
+    char label[64];
+    const ag_gradcheck_options *o = &run->options;
+
+    input_label(run, result->worst_input, label, sizeof label);
+    if (!run->any_analytic_nonzero && run->any_numeric_nonzero) {
+        result->passed = false;
+        snprintf(result->message, sizeof result->message,
+                 "ag_gradcheck: failed because every analytic partial is zero but "
+                 "the function changes (numeric %.6g at %s element %zu, output "
+                 "element %zu). A backward rule adds no gradient.",
+                 result->numeric, label, result->worst_index, result->worst_output);
+    } else if (run->any_failed) {
+        result->passed = false;
+        snprintf(result->message, sizeof result->message,
+                 "ag_gradcheck: failed at %s element %zu, output element %zu: "
+                 "analytic %.9g, numeric %.9g, abs error %.3g > atol %g + rtol %g * "
+                 "|numeric|",
+                 label, result->worst_index, result->worst_output, result->analytic,
+                 result->numeric, result->abs_error, o->atol, o->rtol);
+    } else {
+        result->passed = true;
+        snprintf(result->message, sizeof result->message,
+                 "ag_gradcheck: passed: %zu partials within atol %g + rtol %g * "
+                 "|numeric|. The worst is %s element %zu, output element %zu, abs "
+                 "error %.3g.",
+                 result->n_checked, o->atol, o->rtol, label, result->worst_index,
+                 result->worst_output, result->abs_error);
+    }
+}
+
+/* ---- entry point ---------------------------------------------------------- */
+
 int ag_gradcheck(ag_function f, void *user, int n_inputs, ag_tensor *const *inputs,
                  const ag_gradcheck_options *options, ag_gradcheck_result *result)
 {
-    (void)f; (void)user; (void)n_inputs; (void)inputs; (void)options; (void)result;
-    ag_set_error("ag_gradcheck: not implemented yet");
-    return -1;
+    if (result != NULL) {
+        memset(result, 0, sizeof *result);
+        result->worst_input = -1;
+    }
+    if (check_arguments(f, n_inputs, inputs, options, result) != 0) {
+        if (result != NULL)
+            set_message(result, ag_error());
+        return -1;
+    }
+
+    gradcheck_run run = {
+        .f = f,
+        .user = user,
+        .n_inputs = n_inputs,
+        .inputs = inputs,
+        .options = options != NULL ? *options : ag_gradcheck_defaults(),
+        .worst_ratio = -1.0,
+    };
+    for (int i = 0; i < n_inputs; i++) {
+        if (inputs[i]->requires_grad)
+            run.n_wrt += inputs[i]->numel;
+    }
+
+    int status = -1;
+    run.work = ag_heap_alloc((size_t)n_inputs * sizeof *run.work);
+    if (run.work == NULL) {
+        ag_set_error("out of memory");
+        fail_keeping_cause(result, "cannot allocate the input list");
+    } else if (analytic_jacobian(&run, result) == 0 &&
+               numeric_columns(&run, result) == 0) {
+        write_verdict(&run, result);
+        status = 0;
+    }
+
+    ag_heap_free(run.work);
+    ag_heap_free(run.jacobian);
+    ag_heap_free(run.plus);
+    return status;
 }

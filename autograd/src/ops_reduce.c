@@ -1,7 +1,7 @@
 /*
  * Reductions: sum, mean and max, over all elements or along one axis.
  *
- * Every reduction sees its input as a (outer, n, inner) block: it reduces
+ * Every reduction views its input as an (outer, n, inner) block and reduces
  * the n elements of each slice (o, i), which sit `inner` apart starting at
  * o*n*inner + i, into output element o*inner + i. A reduction over all
  * elements is the view (1, numel, 1), so one kernel serves both forms.
@@ -10,7 +10,6 @@
  */
 #include <limits.h>
 #include <math.h>
-#include <string.h>
 #include <tgmath.h>
 
 #include "internal.h"
@@ -19,7 +18,7 @@ typedef struct reduce_view {
     int axis;     /* the reduced axis, or -1 for all elements */
     size_t outer; /* product of the dimensions before the axis */
     size_t n;     /* length of each reduced slice */
-    size_t inner; /* product of the dimensions after the axis; the slice stride */
+    size_t inner; /* product of the dimensions after the axis, also the slice stride */
 } reduce_view;
 
 /* Columns per block when an inner (non-last) axis is summed: the partial
@@ -119,7 +118,7 @@ static int check_max_nonempty(const ag_record *rec, reduce_view v)
  * sum: y = (sum_k x_k) / divisor, accumulated in double for both dtypes
  * (divisor 1 for sum, n for mean). dx_k += dy * scale (scale 1 or 1/n).
  * Contiguous slices use pairwise summation, whose rounding error grows with
- * log n instead of n; its eight partial sums per block also vectorize.
+ * log n instead of n. Its eight partial sums per block also vectorize.
  *
  * max: NaN wins, as in PyTorch. In backward, the elements equal to the max
  * share dy evenly (PyTorch's rule for max over all elements), and when the
@@ -196,12 +195,13 @@ static int check_max_nonempty(const ag_record *rec, reduce_view v)
     static inline T max_slice_##T(const T *x, size_t n, size_t stride)         \
     {                                                                          \
         T m = x[0];                                                            \
+        bool seen_nan = false;                                                 \
         for (size_t k = 1; k < n; k++) {                                       \
             const T value = x[k * stride];                                     \
-            if (value > m || isnan(value))                                     \
-                m = value;                                                     \
+            m = value > m ? value : m;                                         \
+            seen_nan = seen_nan | isnan(value);                                \
         }                                                                      \
-        return m;                                                              \
+        return seen_nan ? (T)NAN : m;                                          \
     }                                                                          \
                                                                                \
     static void max_forward_##T(const T *x, T *y, reduce_view v)               \
@@ -267,7 +267,7 @@ static int sum_backward(ag_tape *tape, ag_record *rec, reduce_view v)
     return 0;
 }
 
-/* The mean of nothing is NaN, as in PyTorch; its gradient has no elements. */
+/* The mean of nothing is NaN, as in PyTorch. Its gradient has no elements. */
 static int mean_forward(ag_record *rec, reduce_view v)
 {
     ag_tensor *x = rec->inputs[0];

@@ -3,8 +3,8 @@
  *
  * Each op works on the slices of a (outer, n, inner) view of its input, as
  * the reductions do: slice (o, i) has n elements `inner` apart, starting at
- * o*n*inner + i. Every slice is shifted by its max m first, so exp never
- * sees a positive argument and cannot overflow:
+ * o*n*inner + i. Every slice is shifted by its max m first, so no argument
+ * of exp is positive and exp cannot overflow:
  *   logsumexp(x) = m + log(sum_k exp(x_k - m))
  *   softmax(x)_k = exp(x_k - m) / sum_j exp(x_j - m)
  *   log_softmax(x)_k = (x_k - m) - log(sum_j exp(x_j - m))
@@ -19,7 +19,7 @@
 typedef struct slice_view {
     size_t outer; /* product of the dimensions before the axis */
     size_t n;     /* length of each slice */
-    size_t inner; /* product of the dimensions after the axis; the slice stride */
+    size_t inner; /* product of the dimensions after the axis, also the slice stride */
 } slice_view;
 
 /* ---- views and shape rules ------------------------------------------------ */
@@ -66,7 +66,7 @@ static int logsumexp_axis_shape(const ag_record *rec, ag_dtype *dtype, int *ndim
     return ag_op_sum_axis.shape(rec, dtype, ndim, shape);
 }
 
-/* softmax and log_softmax keep the input's shape; params: [0] axis. */
+/* softmax and log_softmax keep the input's shape. params: [0] axis. */
 static int softmax_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t *shape)
 {
     if (axis_param(rec) < 0)
@@ -93,12 +93,13 @@ static int softmax_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_
     static inline T max_slice_##T(const T *x, size_t n, size_t stride)         \
     {                                                                          \
         T m = x[0];                                                            \
+        bool seen_nan = false;                                                 \
         for (size_t k = 1; k < n; k++) {                                       \
             const T value = x[k * stride];                                     \
-            if (value > m || isnan(value))                                     \
-                m = value;                                                     \
+            m = value > m ? value : m;                                         \
+            seen_nan = seen_nan | isnan(value);                                \
         }                                                                      \
-        return m;                                                              \
+        return seen_nan ? (T)NAN : m;                                          \
     }                                                                          \
                                                                                \
     /* sum_k exp(x_k - m), written into y as well when y is not NULL. */       \
@@ -155,9 +156,9 @@ static int softmax_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_
                                          size_t stride)                        \
     {                                                                          \
         const T m = max_slice_##T(x, n, stride);                               \
-        const double total = sum_exp_##T(x, y, n, stride, m);                  \
+        const T inverse = (T)(1.0 / sum_exp_##T(x, y, n, stride, m));          \
         for (size_t k = 0; k < n; k++)                                         \
-            y[k * stride] = (T)(y[k * stride] / total);                        \
+            y[k * stride] *= inverse;                                          \
     }                                                                          \
                                                                                \
     /* dx = y * (dy - sum_j dy_j y_j): the softmax Jacobian diag(y) - y y^T    \
