@@ -307,7 +307,7 @@ ag_tensor *ag_mul(ag_tape *tape, ag_tensor *a, ag_tensor *b); /* a * b */
 ag_tensor *ag_div(ag_tape *tape, ag_tensor *a, ag_tensor *b); /* a / b */
 
 /* a ^ b elementwise with broadcasting. d/db = a^b log a, taken as 0 where
- * a == 0 and b > 0 (PyTorch's convention). */
+ * a == 0 and b >= 0 (PyTorch's convention). */
 ag_tensor *ag_pow(ag_tape *tape, ag_tensor *a, ag_tensor *b);
 
 /* maximum(a, b) and minimum(a, b) elementwise with broadcasting; at equal
@@ -335,17 +335,21 @@ ag_tensor *ag_log_sigmoid(ag_tape *tape, ag_tensor *x); /* -softplus(-x) */
 /* min(max(x, low), high). The gradient passes where low <= x <= high. */
 ag_tensor *ag_clamp(ag_tape *tape, ag_tensor *x, double low, double high);
 
-/* Matrix product of 2-D tensors: (m x k) @ (k x n) -> (m x n). */
+/* Matrix product of 2-D tensors: (m x k) @ (k x n) -> (m x n). Operands that
+ * are not 2-D, or whose inner dimensions differ, are rejected with an error
+ * naming both shapes. */
 ag_tensor *ag_matmul(ag_tape *tape, ag_tensor *a, ag_tensor *b);
 
 /* S = xW + b in one op: x (m x k), W (k x n), b (n) or (1 x n) -> (m x n).
  * Same values and gradients as ag_add(ag_matmul(x, W), b), one pass less. */
 ag_tensor *ag_linear(ag_tape *tape, ag_tensor *x, ag_tensor *w, ag_tensor *b);
 
-/* Transpose of a 2-D tensor. */
+/* Transpose of a 2-D tensor (a copy); other ranks are rejected. */
 ag_tensor *ag_transpose(ag_tape *tape, ag_tensor *x);
 
-/* Same data with a new shape of the same number of elements. */
+/* Same data with a new shape of the same number of elements. The result
+ * shares x's data (no copy), so do not write to either while the other is in
+ * use. */
 ag_tensor *ag_reshape(ag_tape *tape, ag_tensor *x, int ndim, const size_t *shape);
 
 /* Reductions over all elements, giving a tensor of shape (1). The mean of an
