@@ -53,6 +53,32 @@ void ag_heap_free(void *ptr)
         current_allocator.free(ptr, current_allocator.user);
 }
 
+void *ag_alloc(size_t size)
+{
+    return ag_heap_alloc(size);
+}
+
+void *ag_realloc(void *ptr, size_t size)
+{
+    return ag_heap_realloc(ptr, size);
+}
+
+void ag_free(void *ptr)
+{
+    ag_heap_free(ptr);
+}
+
+void *ag_calloc(size_t n, size_t size)
+{
+    if (size != 0 && n > SIZE_MAX / size)
+        return NULL;
+
+    void *ptr = ag_heap_alloc(n * size);
+    if (ptr != NULL)
+        memset(ptr, 0, n * size);
+    return ptr;
+}
+
 /* ---- arena --------------------------------------------------------------- */
 
 /*

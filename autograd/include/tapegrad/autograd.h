@@ -79,6 +79,18 @@ typedef struct ag_allocator {
  * benchmarks use it to count allocations. */
 void ag_set_allocator(const ag_allocator *allocator);
 
+/* Allocate, resize and free heap memory through the current allocator, with
+ * the contracts of malloc, realloc and free (ag_alloc(0) may return NULL).
+ * Code built on the library (nn, user layers) uses these so a replaced
+ * allocator sees all of the library's memory. */
+void *ag_alloc(size_t size);
+void *ag_realloc(void *ptr, size_t size);
+void ag_free(void *ptr);
+
+/* Allocates zeroed memory for n elements of `size` bytes, or returns NULL on
+ * overflow or when out of memory. */
+void *ag_calloc(size_t n, size_t size);
+
 /* ------------------------------------------------------------------------ */
 /* Tape                                                                      */
 /* ------------------------------------------------------------------------ */
