@@ -150,6 +150,41 @@ static ag_tensor *f_scale(ag_tape *tape, ag_tensor *const *inputs, int n, void *
     return ag_apply(tape, call->op, 1, inputs, 1, &call->factor);
 }
 
+/* mean(log_softmax(x W + b) * c), shaped like a cross-entropy loss. The
+ * inputs are x, W, b and c, and the tests hold x and c constant. */
+static ag_tensor *f_linear_log_softmax(ag_tape *tape, ag_tensor *const *inputs, int n,
+                                       void *user)
+{
+    (void)n;
+    (void)user;
+    ag_tensor *logits = ag_linear(tape, inputs[0], inputs[1], inputs[2]);
+    ag_tensor *log_probs = ag_log_softmax(tape, logits, -1);
+    return ag_mean(tape, ag_mul(tape, log_probs, inputs[3]));
+}
+
+/* Applies reduction or softmax-family op number which[0] along axis
+ * which[1]. The checker compares the op's full Jacobian. */
+static ag_tensor *f_each_op(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
+{
+    const int *which = user;
+    ag_tensor *x = inputs[0];
+    int axis = which[1];
+    ag_tensor *y;
+
+    (void)n;
+    switch (which[0]) {
+    case 0: y = ag_sum_axis(tape, x, axis, true); break;
+    case 1: y = ag_mean_axis(tape, x, axis, false); break;
+    case 2: y = ag_max_axis(tape, x, axis, false); break;
+    case 3: y = ag_logsumexp_axis(tape, x, axis, true); break;
+    case 4: y = ag_softmax(tape, x, axis); break;
+    case 5: y = ag_log_softmax(tape, x, axis); break;
+    case 6: y = ag_logsumexp(tape, x); break;
+    default: y = ag_max(tape, x); break;
+    }
+    return y;
+}
+
 /* 0 * x: a constant function, whose zero gradient is right. */
 static ag_tensor *f_zero(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
 {
@@ -237,6 +272,52 @@ START_TEST(passes_scalar_output)
     ck_assert_msg(result.passed, "%s", result.message);
     ck_assert_uint_eq(result.n_checked, 6);
     ck_assert_uint_eq(result.worst_output, 0);
+    ag_tensor_free(x);
+}
+END_TEST
+
+START_TEST(passes_composite_function)
+{
+    const double x_values[] = {0.5, -1.0, 2.0, 0.25, 1.5, -0.75};
+    const double w_values[] = {0.1, -0.2, 0.3, 0.4, 0.0, -0.5};
+    const double bias_values[] = {0.05, -0.1, 0.2};
+    const double c_values[] = {1.0, 2.0, -1.0, 0.5, 0.0, 3.0, -2.0, 1.0, 0.25};
+    const ag_dtype dtypes[] = {AG_F64, AG_F32};
+
+    for (int d = 0; d < 2; d++) {
+        ag_tensor *inputs[4] = {
+            heap_input(dtypes[d], AG_SHAPE(3, 2), x_values, false),
+            heap_input(dtypes[d], AG_SHAPE(2, 3), w_values, true),
+            heap_input(dtypes[d], AG_SHAPE(3), bias_values, true),
+            heap_input(dtypes[d], AG_SHAPE(3, 3), c_values, false),
+        };
+        ag_gradcheck_result result;
+
+        ck_assert_int_eq(ag_gradcheck(f_linear_log_softmax, NULL, 4, inputs, NULL, &result), 0);
+        ck_assert_msg(result.passed, "%s", result.message);
+        ck_assert_uint_eq(result.n_checked, 9); /* W and b, one output */
+        for (int i = 0; i < 4; i++)
+            ag_tensor_free(inputs[i]);
+    }
+}
+END_TEST
+
+START_TEST(passes_each_reduction)
+{
+    ag_rng rng = ag_rng_new(31);
+    ag_tensor *x = ag_rand_uniform(NULL, AG_F64, AG_SHAPE(3, 4), -2.0, 2.0, &rng);
+    const int axes[] = {0, -1};
+
+    ag_tensor_set_requires_grad(x, true);
+    for (int op = 0; op < 8; op++) {
+        for (int a = 0; a < 2; a++) {
+            int which[2] = {op, axes[a]};
+            ag_gradcheck_result result;
+
+            ck_assert_int_eq(ag_gradcheck(f_each_op, which, 1, &x, NULL, &result), 0);
+            ck_assert_msg(result.passed, "op %d axis %d: %s", op, axes[a], result.message);
+        }
+    }
     ag_tensor_free(x);
 }
 END_TEST
@@ -467,6 +548,8 @@ int main(void)
     tcase_add_test(tc, passes_log_softmax_f64);
     tcase_add_test(tc, passes_through_f32_inputs);
     tcase_add_test(tc, passes_scalar_output);
+    tcase_add_test(tc, passes_composite_function);
+    tcase_add_test(tc, passes_each_reduction);
     tcase_add_test(tc, constant_function_passes);
     tcase_add_test(tc, wrong_backward_names_input_and_element);
     tcase_add_test(tc, tolerance_rule_is_atol_plus_rtol);
