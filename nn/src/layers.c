@@ -242,13 +242,13 @@ nn_mlp *nn_mlp_new(ag_dtype dtype, int n_layers, const size_t *widths,
     if (check_mlp_arguments(dtype, n_layers, widths, activations, init) != 0)
         return NULL;
 
-    nn_mlp *mlp = calloc(1, sizeof *mlp);
+    nn_mlp *mlp = ag_calloc(1, sizeof *mlp);
     if (mlp == NULL) {
         ag_set_error("nn_mlp_new: out of memory");
         return NULL;
     }
     mlp->n_layers = n_layers;
-    mlp->layers = calloc((size_t)n_layers, sizeof *mlp->layers);
+    mlp->layers = ag_calloc((size_t)n_layers, sizeof *mlp->layers);
     mlp->params = nn_params_new();
     if (mlp->layers == NULL || mlp->params == NULL) {
         nn_mlp_free(mlp);
@@ -272,8 +272,8 @@ void nn_mlp_free(nn_mlp *mlp)
     if (mlp == NULL)
         return;
     nn_params_free(mlp->params);
-    free(mlp->layers);
-    free(mlp);
+    ag_free(mlp->layers);
+    ag_free(mlp);
 }
 
 ag_tensor *nn_mlp_forward(ag_tape *tape, nn_mlp *mlp, ag_tensor *x)

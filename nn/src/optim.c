@@ -105,10 +105,10 @@ static nn_optimizer *optimizer_new(const char *function_name, optimizer_kind kin
         return NULL;
     }
 
-    nn_optimizer *opt = calloc(1, sizeof *opt);
+    nn_optimizer *opt = ag_calloc(1, sizeof *opt);
     size_t n = nn_params_count(params);
-    if (opt == NULL || (opt->states = calloc(n + 1, sizeof *opt->states)) == NULL) {
-        free(opt);
+    if (opt == NULL || (opt->states = ag_calloc(n + 1, sizeof *opt->states)) == NULL) {
+        ag_free(opt);
         ag_set_error("%s: out of memory", function_name);
         return NULL;
     }
@@ -122,9 +122,9 @@ static nn_optimizer *optimizer_new(const char *function_name, optimizer_kind kin
 
         size_t bytes = ag_tensor_numel(state->param) * element_size(state->param) + 1;
         if (n_buffers >= 1)
-            state->moment1 = calloc(1, bytes);
+            state->moment1 = ag_calloc(1, bytes);
         if (n_buffers >= 2)
-            state->moment2 = calloc(1, bytes);
+            state->moment2 = ag_calloc(1, bytes);
         if ((n_buffers >= 1 && state->moment1 == NULL) ||
             (n_buffers >= 2 && state->moment2 == NULL)) {
             nn_optimizer_free(opt);
@@ -173,11 +173,11 @@ void nn_optimizer_free(nn_optimizer *opt)
     if (opt == NULL)
         return;
     for (size_t i = 0; i < opt->n_params; i++) {
-        free(opt->states[i].moment1);
-        free(opt->states[i].moment2);
+        ag_free(opt->states[i].moment1);
+        ag_free(opt->states[i].moment2);
     }
-    free(opt->states);
-    free(opt);
+    ag_free(opt->states);
+    ag_free(opt);
 }
 
 /* ---- update kernels ------------------------------------------------------- */

@@ -4,15 +4,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tapegrad/nn.h"
+
 /* By default uthash exits the process when it cannot allocate. In
  * non-fatal mode it leaves the item out and calls this hook instead, so
  * nn_params_add can report the failure. */
 static bool hash_out_of_memory;
 #define HASH_NONFATAL_OOM 1
 #define uthash_nonfatal_oom(item) (hash_out_of_memory = true)
+#define uthash_malloc(size) ag_alloc(size)
+#define uthash_free(ptr, size) ag_free(ptr)
 #include <uthash.h>
 
-#include "tapegrad/nn.h"
+/* strdup through the library allocator, so ag_free releases it. */
+static char *copy_string(const char *text)
+{
+    size_t size = strlen(text) + 1;
+    char *copy = ag_alloc(size);
+
+    if (copy != NULL)
+        memcpy(copy, text, size);
+    return copy;
+}
 
 typedef struct param_entry {
     char *name;
@@ -29,7 +42,7 @@ struct nn_params {
 
 nn_params *nn_params_new(void)
 {
-    nn_params *params = calloc(1, sizeof *params);
+    nn_params *params = ag_calloc(1, sizeof *params);
 
     if (params == NULL)
         ag_set_error("nn_params_new: out of memory");
@@ -46,11 +59,11 @@ void nn_params_free(nn_params *params)
         param_entry *entry = params->ordered[i];
 
         ag_tensor_free(entry->tensor);
-        free(entry->name);
-        free(entry);
+        ag_free(entry->name);
+        ag_free(entry);
     }
-    free(params->ordered);
-    free(params);
+    ag_free(params->ordered);
+    ag_free(params);
 }
 
 static int check_name(const nn_params *params, const char *name)
@@ -88,7 +101,7 @@ static int reserve_one(nn_params *params)
         return 0;
 
     size_t capacity = params->capacity == 0 ? 8 : 2 * params->capacity;
-    param_entry **grown = realloc(params->ordered, capacity * sizeof *grown);
+    param_entry **grown = ag_realloc(params->ordered, capacity * sizeof *grown);
     if (grown == NULL)
         return -1;
     params->ordered = grown;
@@ -115,17 +128,17 @@ int nn_params_add(nn_params *params, const char *name, ag_tensor *t)
         }
     }
 
-    param_entry *entry = calloc(1, sizeof *entry);
-    char *copy = entry == NULL ? NULL : strdup(name);
+    param_entry *entry = ag_calloc(1, sizeof *entry);
+    char *copy = entry == NULL ? NULL : copy_string(name);
     if (copy == NULL || reserve_one(params) != 0) {
-        free(copy);
-        free(entry);
+        ag_free(copy);
+        ag_free(entry);
         ag_set_error("nn_params_add: out of memory adding \"%s\"", name);
         return -1;
     }
     if (ag_tensor_set_requires_grad(t, true) != 0) {
-        free(copy);
-        free(entry);
+        ag_free(copy);
+        ag_free(entry);
         return -1;
     }
 
@@ -134,8 +147,8 @@ int nn_params_add(nn_params *params, const char *name, ag_tensor *t)
     hash_out_of_memory = false;
     HASH_ADD_KEYPTR(hh, params->by_name, entry->name, strlen(entry->name), entry);
     if (hash_out_of_memory) {
-        free(copy);
-        free(entry);
+        ag_free(copy);
+        ag_free(entry);
         ag_set_error("nn_params_add: out of memory growing the name table");
         return -1;
     }

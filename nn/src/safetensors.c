@@ -25,6 +25,17 @@ static bool hash_out_of_memory;
 
 #include "tapegrad/nn.h"
 
+/* strdup through the library allocator, so ag_free releases it. */
+static char *copy_string(const char *text)
+{
+    size_t size = strlen(text) + 1;
+    char *copy = ag_alloc(size);
+
+    if (copy != NULL)
+        memcpy(copy, text, size);
+    return copy;
+}
+
 /* The reference implementation rejects headers above 100 MB; so do we, so a
  * corrupt length cannot make us allocate gigabytes. */
 #define HEADER_MAX ((uint64_t)100000000)
@@ -180,10 +191,10 @@ static void header_free(file_header *header)
 {
     HASH_CLEAR(hh, header->by_name);
     for (size_t i = 0; i < header->count; i++) {
-        free(header->tensors[i]->name);
-        free(header->tensors[i]);
+        ag_free(header->tensors[i]->name);
+        ag_free(header->tensors[i]);
     }
-    free(header->tensors);
+    ag_free(header->tensors);
     memset(header, 0, sizeof *header);
 }
 
@@ -305,7 +316,7 @@ static int read_string(json_reader *r, char **out)
     size_t end = r->pos;
     while (end < r->length && r->text[end] != '"')
         end += r->text[end] == '\\' ? 2 : 1;
-    char *s = malloc(end - r->pos + 1);
+    char *s = ag_alloc(end - r->pos + 1);
     size_t n = 0;
     if (s == NULL) {
         ag_set_error("nn_params_load: %s: out of memory reading the header", r->path);
@@ -314,7 +325,7 @@ static int read_string(json_reader *r, char **out)
 
     while (true) {
         if (r->pos >= r->length) {
-            free(s);
+            ag_free(s);
             return json_error(r, "string is not closed");
         }
         unsigned char c = (unsigned char)r->text[r->pos];
@@ -323,12 +334,12 @@ static int read_string(json_reader *r, char **out)
             break;
         }
         if (c < 0x20) {
-            free(s);
+            ag_free(s);
             return json_error(r, "control character 0x%02X in a string; escape it", c);
         }
         if (c == '\\') {
             if (r->pos + 1 >= r->length) {
-                free(s);
+                ag_free(s);
                 return json_error(r, "string ends inside an escape");
             }
             static const char escapes[] = "\"\\/bfnrt";
@@ -339,7 +350,7 @@ static int read_string(json_reader *r, char **out)
             if (e == 'u') {
                 size_t written = 0;
                 if (read_unicode_escape(r, s + n, &written) != 0) {
-                    free(s);
+                    ag_free(s);
                     return -1;
                 }
                 n += written;
@@ -347,7 +358,7 @@ static int read_string(json_reader *r, char **out)
                 s[n++] = decoded[simple - escapes];
             } else {
                 r->pos -= 2;
-                free(s);
+                ag_free(s);
                 return json_error(r, "invalid escape \\%c in a string", e);
             }
             continue;
@@ -356,7 +367,7 @@ static int read_string(json_reader *r, char **out)
         size_t length = utf8_sequence_length((const unsigned char *)r->text + r->pos,
                                              r->length - r->pos);
         if (length == 0) {
-            free(s);
+            ag_free(s);
             return json_error(r, "invalid UTF-8 in a string");
         }
         memcpy(s + n, r->text + r->pos, length);
@@ -439,10 +450,10 @@ static int read_object(json_reader *r, const char *context_name,
         if (read_string(r, &key) != 0)
             return -1;
         if (expect_char(r, ':', "after a key") != 0 || member(r, key, context) != 0) {
-            free(key);
+            ag_free(key);
             return -1;
         }
-        free(key);
+        ag_free(key);
 
         skip_whitespace(r);
         if (r->pos < r->length && r->text[r->pos] == ',') {
@@ -471,12 +482,12 @@ static int read_dtype(json_reader *r, file_tensor *t)
         if (strcmp(name, file_dtypes[i].name) == 0) {
             t->dtype = file_dtypes[i].name;
             t->element_size = file_dtypes[i].size;
-            free(name);
+            ag_free(name);
             return 0;
         }
     }
     json_error(r, "tensor \"%s\" has unknown dtype \"%s\"", t->name, name);
-    free(name);
+    ag_free(name);
     return -1;
 }
 
@@ -530,7 +541,7 @@ static int read_metadata_field(json_reader *r, char *key, void *context)
         return json_error(r, "metadata value of \"%s\" is not a string", key);
     if (read_string(r, &value) != 0)
         return -1;
-    free(value);
+    ag_free(value);
     return 0;
 }
 
@@ -544,7 +555,7 @@ static int add_file_tensor(json_reader *r, file_header *header, file_tensor *t)
 
     if (header->count == header->capacity) {
         size_t capacity = header->capacity == 0 ? 16 : 2 * header->capacity;
-        file_tensor **grown = realloc(header->tensors, capacity * sizeof *grown);
+        file_tensor **grown = ag_realloc(header->tensors, capacity * sizeof *grown);
         if (grown == NULL)
             goto out_of_memory;
         header->tensors = grown;
@@ -579,7 +590,7 @@ static int read_header_member(json_reader *r, char *key, void *context)
         return read_object(r, "opening __metadata__", read_metadata_field, NULL);
     }
 
-    file_tensor *t = calloc(1, sizeof *t);
+    file_tensor *t = ag_calloc(1, sizeof *t);
     if (t == NULL) {
         ag_set_error("nn_params_load: %s: out of memory reading the header", r->path);
         return -1;
@@ -593,7 +604,7 @@ static int read_header_member(json_reader *r, char *key, void *context)
                             : !fields.has_shape ? "its shape"
                                                 : "its data_offsets");
     if (status == 0) {
-        t->name = strdup(key);
+        t->name = copy_string(key);
         if (t->name == NULL) {
             ag_set_error("nn_params_load: %s: out of memory reading the header", r->path);
             status = -1;
@@ -603,8 +614,8 @@ static int read_header_member(json_reader *r, char *key, void *context)
         status = add_file_tensor(r, hc->header, t);
     if (status != 0) {
         if (t->name != key)
-            free(t->name);
-        free(t);
+            ag_free(t->name);
+        ag_free(t);
     }
     return status;
 }
@@ -722,7 +733,7 @@ static int compare_by_offsets(const void *a, const void *b)
 static void check_layout(const file_header *header, uint64_t data_size,
                          problem_list *problems)
 {
-    file_tensor **sorted = malloc((header->count + 1) * sizeof *sorted);
+    file_tensor **sorted = ag_alloc((header->count + 1) * sizeof *sorted);
     if (sorted == NULL) {
         add_problem(problems, "out of memory checking the data offsets");
         return;
@@ -753,7 +764,7 @@ static void check_layout(const file_header *header, uint64_t data_size,
     if (expected < data_size)
         add_problem(problems, "%llu bytes after the last tensor belong to no tensor",
                     (unsigned long long)(data_size - expected));
-    free(sorted);
+    ag_free(sorted);
 }
 
 /* Whether the file's shape equals the parameter's; a file scalar of shape []
@@ -867,18 +878,18 @@ static int open_checkpoint(checkpoint *cp, const char *path)
         return -1;
     }
 
-    char *text = malloc((size_t)cp->header_size + 1);
+    char *text = ag_alloc((size_t)cp->header_size + 1);
     if (text == NULL) {
         ag_set_error("nn_params_load: %s: out of memory for a %llu-byte header", path,
                      (unsigned long long)cp->header_size);
         return -1;
     }
     if (fread(text, 1, (size_t)cp->header_size, cp->file) != cp->header_size) {
-        free(text);
+        ag_free(text);
         return load_error_errno(path, "cannot read the header");
     }
     int status = parse_header(text, (size_t)cp->header_size, path, &cp->header);
-    free(text);
+    ag_free(text);
     return status;
 }
 
@@ -894,7 +905,7 @@ static void close_checkpoint(checkpoint *cp)
 static int copy_data(checkpoint *cp, nn_params *params)
 {
     uint64_t data_size = cp->file_size - 8 - cp->header_size;
-    unsigned char *data = malloc((size_t)data_size + 1);
+    unsigned char *data = ag_alloc((size_t)data_size + 1);
 
     if (data == NULL) {
         ag_set_error("nn_params_load: %s: out of memory for %llu bytes of data",
@@ -902,7 +913,7 @@ static int copy_data(checkpoint *cp, nn_params *params)
         return -1;
     }
     if (fread(data, 1, (size_t)data_size, cp->file) != data_size) {
-        free(data);
+        ag_free(data);
         return load_error_errno(cp->path, "cannot read the data section");
     }
 
@@ -916,7 +927,7 @@ static int copy_data(checkpoint *cp, nn_params *params)
             swap_elements(data + t->begin, ag_tensor_numel(param), t->element_size);
         memcpy(ag_tensor_data(param), data + t->begin, (size_t)(t->end - t->begin));
     }
-    free(data);
+    ag_free(data);
     return 0;
 }
 
@@ -970,7 +981,7 @@ static void append(text_buffer *b, const char *s, size_t n)
         size_t capacity = b->capacity == 0 ? 256 : b->capacity;
         while (capacity < b->length + n + 1)
             capacity *= 2;
-        char *grown = realloc(b->data, capacity);
+        char *grown = ag_realloc(b->data, capacity);
         if (grown == NULL) {
             b->failed = true;
             return;
@@ -1110,7 +1121,7 @@ static bool write_checkpoint(FILE *file, const nn_params *params, const text_buf
  * some file systems refuse to open or sync a directory. */
 static void sync_parent_directory(const char *path)
 {
-    char *dir = strdup(path);
+    char *dir = copy_string(path);
     if (dir == NULL)
         return;
 
@@ -1128,7 +1139,7 @@ static void sync_parent_directory(const char *path)
         (void)fsync(fd);
         close(fd);
     }
-    free(dir);
+    ag_free(dir);
 }
 
 int nn_params_save(const nn_params *params, const char *path)
@@ -1140,14 +1151,14 @@ int nn_params_save(const nn_params *params, const char *path)
 
     text_buffer header = {0};
     if (build_header(params, &header) != 0) {
-        free(header.data);
+        ag_free(header.data);
         return -1;
     }
 
     size_t path_length = strlen(path);
-    char *tmp_path = malloc(path_length + 5);
+    char *tmp_path = ag_alloc(path_length + 5);
     if (tmp_path == NULL) {
-        free(header.data);
+        ag_free(header.data);
         ag_set_error("nn_params_save: out of memory");
         return -1;
     }
@@ -1182,12 +1193,12 @@ int nn_params_save(const nn_params *params, const char *path)
         ag_set_error("nn_params_save: %s %s: %s; the previous file, if any, is "
                      "unchanged",
                      failure, failed_path, strerror(saved_errno));
-        free(tmp_path);
-        free(header.data);
+        ag_free(tmp_path);
+        ag_free(header.data);
         return -1;
     }
     sync_parent_directory(path);
-    free(tmp_path);
-    free(header.data);
+    ag_free(tmp_path);
+    ag_free(header.data);
     return 0;
 }
