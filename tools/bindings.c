@@ -61,8 +61,8 @@ static int append(value_parser *p, double value)
     return 0;
 }
 
-/* Reads one number; strtod's hexadecimal form is rejected, inf and nan are
- * accepted so non-finite inputs can be tried. */
+/* Reads one number with strtod. Its hexadecimal form is rejected, but inf
+ * and nan are accepted so that non-finite inputs can be tried. */
 static int parse_number(value_parser *p, int depth)
 {
     size_t start = p->pos;

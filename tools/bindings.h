@@ -18,7 +18,7 @@ typedef struct binding {
     double *data; /* numel values, row-major; owned by the binding */
 } binding;
 
-/* Why an argument was rejected, and at which byte of it. */
+/* The reason an argument was rejected, and the byte of it at fault. */
 typedef struct binding_error {
     int column;
     char message[256];

@@ -31,7 +31,7 @@ void cli_show_column(const char *text, int column);
  * missing. */
 int cli_option_value(int argc, char **argv, int *i, const char *name, const char **value);
 
-/* Parses a number option; prints an error and returns -1 unless it is a
+/* Parses a number option. Prints an error and returns -1 unless it is a
  * finite number of at least `minimum` (exclusive when `strict`). */
 int cli_parse_double(const char *option, const char *text, double minimum, bool strict,
                      double *value);
@@ -55,7 +55,7 @@ void cli_print_check_json(FILE *out, const ag_gradcheck_result *result,
                           const ag_gradcheck_options *options, const char *input_label,
                           const ag_tensor *input, const char *indent);
 
-/* The commands; each returns the exit status. argv[0] is the command name. */
+/* The commands. Each returns the exit status; argv[0] is the command name. */
 int cmd_grad(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 

@@ -48,7 +48,7 @@ void print_check_help(FILE *out)
         out);
 }
 
-/* Most inputs a checked function can take. */
+/* Maximum number of inputs of a checked function. */
 #define MAX_CHECK_INPUTS 16
 
 typedef struct check_request {
@@ -206,8 +206,8 @@ static void *open_library(const char *path)
 {
     char local[4096];
 
-    /* dlopen searches only the system paths for a name without '/', but a
-     * user naming a file expects the current directory. */
+    /* dlopen does not search the current directory for a name without '/',
+     * but a user naming a file expects it to. */
     if (strchr(path, '/') == NULL && access(path, F_OK) == 0 &&
         strlen(path) + 3 <= sizeof local) {
         snprintf(local, sizeof local, "./%s", path);

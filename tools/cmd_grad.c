@@ -362,7 +362,7 @@ static int compute(const grad_request *request, const expr_tree *tree, grad_resu
         return -1;
     }
 
-    /* Gradients exist only for a one-element value; without a recorded
+    /* Gradients exist only for a one-element value. Without a recorded
      * input, every gradient stays zero and backward has nothing to do. */
     result->has_gradients = one_element;
     if (one_element && ag_tensor_requires_grad(result->output) &&

@@ -75,6 +75,8 @@ struct expr_node {
     expr_function function; /* EXPR_CALL */
     int n_args;
     expr_node *args[EXPR_MAX_ARGS]; /* operands of EXPR_NEGATE, EXPR_BINARY, EXPR_CALL */
+    int height;      /* nodes on the longest path down to a leaf */
+    bool constant;   /* only numbers and arithmetic below: see expr_is_constant */
 };
 
 /* A parsed expression. The nodes live in one array owned by the tree. */
@@ -97,8 +99,8 @@ int expr_parse(const char *text, const char *const *names, int n_names,
 
 void expr_tree_free(expr_tree *tree);
 
-/* Returns whether the subtree holds only numbers and arithmetic, so it can
- * be computed once as a double. */
+/* Returns whether the subtree contains only numbers and arithmetic, so it
+ * can be computed once as a double. */
 bool expr_is_constant(const expr_node *node);
 
 /* Returns the value of a constant subtree, computed in double precision. */

@@ -21,8 +21,8 @@ static ag_tensor *constant(expr_context *ctx, double value)
 
 /* ---- losses ------------------------------------------------------------------ */
 
-/* nn_cross_entropy_loss takes (rows x classes) logits; one row of logits,
- * shape (classes), is one example. */
+/* nn_cross_entropy_loss takes (rows x classes) logits, so logits of shape
+ * (classes) become one row: a single example. */
 static ag_tensor *cross_entropy(ag_tape *tape, ag_tensor *logits, ag_tensor *labels)
 {
     if (ag_tensor_ndim(logits) == 1) {

@@ -9,8 +9,10 @@
 #include "expr.h"
 
 /* Deeper nesting is rejected so a hostile expression cannot exhaust the
- * stack of the recursive parser. */
+ * stack of the recursive parser, nor that of the recursive evaluation of a
+ * long chain such as x+x+...+x. */
 #define MAX_DEPTH 200
+#define MAX_HEIGHT 2000
 
 const expr_function_info expr_functions[FN_COUNT] = {
     [FN_EXP] = {"exp", 1, 1, false, "exp(x)"},
@@ -211,6 +213,30 @@ static expr_node *new_node(parser *p, expr_kind kind, int column)
     node->kind = kind;
     node->column = column;
     node->start = column;
+    node->height = 1;
+    node->constant = kind == EXPR_NUMBER;
+    return node;
+}
+
+/* Sets the height and the constant flag of a node whose operands are
+ * parsed. Returns the node, or NULL with an error when the tree is too
+ * deep. */
+static expr_node *finish_node(parser *p, expr_node *node)
+{
+    bool constant = node->kind == EXPR_NEGATE ||
+                    (node->kind == EXPR_BINARY && node->op != '@');
+
+    for (int i = 0; i < node->n_args; i++) {
+        if (node->args[i]->height >= node->height)
+            node->height = node->args[i]->height + 1;
+        constant = constant && node->args[i]->constant;
+    }
+    node->constant = constant;
+    if (node->height > MAX_HEIGHT) {
+        fail(p->error, node->column, "the expression nests deeper than %d operations",
+             MAX_HEIGHT);
+        return NULL;
+    }
     return node;
 }
 
@@ -314,7 +340,7 @@ static expr_node *parse_call(parser *p, const token *name, int function)
 
     if (check_call_arguments(p, node) != 0)
         return NULL;
-    return node;
+    return finish_node(p, node);
 }
 
 static expr_node *parse_name(parser *p)
@@ -407,9 +433,13 @@ static expr_node *parse_power(parser *p)
     node->args[0] = base;
     /* The exponent is a unary, so 2^-1 works and 2^3^2 is 2^(3^2). */
     node->args[1] = parse_unary(p);
-    return node->args[1] == NULL ? NULL : node;
+    if (node->args[1] == NULL)
+        return NULL;
+    return finish_node(p, node);
 }
 
+/* Every nesting level (a parenthesis, a call argument, a unary minus) passes
+ * through here, so the depth is counted here. */
 static expr_node *parse_unary(parser *p)
 {
     if (++p->depth > MAX_DEPTH) {
@@ -425,7 +455,7 @@ static expr_node *parse_unary(parser *p)
         p->next++;
         node->n_args = 1;
         node->args[0] = parse_unary(p);
-        result = node->args[0] == NULL ? NULL : node;
+        result = node->args[0] == NULL ? NULL : finish_node(p, node);
     } else if (peek_symbol(p, '+')) {
         p->next++;
         result = parse_unary(p);
@@ -452,7 +482,7 @@ static expr_node *parse_chain(parser *p, const char *symbols,
         node->n_args = 2;
         node->args[0] = left;
         node->args[1] = operand(p);
-        left = node->args[1] == NULL ? NULL : node;
+        left = node->args[1] == NULL ? NULL : finish_node(p, node);
     }
     return left;
 }
@@ -461,15 +491,7 @@ static expr_node *parse_term(parser *p) { return parse_chain(p, "*/@", parse_una
 
 static expr_node *parse_expr(parser *p)
 {
-    if (++p->depth > MAX_DEPTH) {
-        fail(p->error, peek(p)->column, "the expression nests deeper than %d levels",
-             MAX_DEPTH);
-        return NULL;
-    }
-
-    expr_node *result = parse_chain(p, "+-", parse_term);
-    p->depth--;
-    return result;
+    return parse_chain(p, "+-", parse_term);
 }
 
 int expr_parse(const char *text, const char *const *names, int n_names,
@@ -526,17 +548,7 @@ void expr_tree_free(expr_tree *tree)
 
 bool expr_is_constant(const expr_node *node)
 {
-    switch (node->kind) {
-    case EXPR_NUMBER:
-        return true;
-    case EXPR_NEGATE:
-        return expr_is_constant(node->args[0]);
-    case EXPR_BINARY:
-        return node->op != '@' && expr_is_constant(node->args[0]) &&
-               expr_is_constant(node->args[1]);
-    default:
-        return false;
-    }
+    return node->constant;
 }
 
 double expr_constant_value(const expr_node *node)

@@ -34,7 +34,7 @@ void format_number(char *buf, size_t size, double value, ag_dtype dtype)
     /* Plain notation for moderate exponents (120, not 1.2e+02), as Python's
      * repr does; rounding at the same digit keeps the value exact. */
     int exponent = atoi(strchr(buf, 'e') + 1);
-    if (exponent >= -5 && exponent < 17) {
+    if (exponent >= -4 && exponent < 16) {
         int decimals = digits - 1 - exponent;
 
         snprintf(buf, size, "%.*f", decimals > 0 ? decimals : 0, value);

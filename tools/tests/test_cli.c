@@ -1091,7 +1091,8 @@ END_TEST
 
 START_TEST(plugin_function_fails)
 {
-    /* good_function takes two inputs: one is an error, not a failed check. */
+    /* good_function takes two inputs, so one input is an error (status 2),
+     * not a failed check. */
     run_result r = RUN("check", env("PLUGIN_GOOD"), "good_function", "--input", "2x3");
 
     assert_usage_error(&r, "expected 2 inputs");
