@@ -372,7 +372,8 @@ static void print_record(FILE *out, ag_tape *tape, ag_record *rec)
             snprintf(labels[k], sizeof labels[k], "to %s (%d uses)", name, uses);
         else
             snprintf(labels[k], sizeof labels[k], "to %s", name);
-        if ((int)strlen(labels[k]) > width)
+        /* Before backward no "to" lines follow, so they set no width. */
+        if (rec->output->grad != NULL && (int)strlen(labels[k]) > width)
             width = (int)strlen(labels[k]);
     }
 
