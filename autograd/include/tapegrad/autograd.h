@@ -310,6 +310,12 @@ ag_tensor *ag_rand_normal(ag_tape *tape, ag_dtype dtype, int ndim,
  * clamp passes the gradient where low <= x <= high, maximum/minimum of equal
  * elements give each side half the gradient, and max reductions share the
  * gradient evenly among tied maxima.
+ *
+ * Non-finite values: a NaN in a max reduction makes the max NaN, and the NaN
+ * elements share its gradient. A +inf in a logsumexp slice gives +inf with
+ * the gradient shared by the +inf entries (PyTorch gives NaN there); a slice
+ * of all -inf gives -inf with a zero gradient. softmax and log_softmax of a
+ * slice of all -inf, or one containing +inf, are NaN, as in PyTorch.
  */
 
 /* Elementwise arithmetic with broadcasting. */
@@ -379,7 +385,7 @@ ag_tensor *ag_max_axis(ag_tape *tape, ag_tensor *x, int axis, bool keepdims);
 
 /* log(sum(exp(x))) computed as m + log(sum(exp(x - m))) with m the maximum,
  * so it is finite for large inputs. A row of -inf gives -inf with a zero
- * gradient. */
+ * gradient; an empty tensor gives -inf. */
 ag_tensor *ag_logsumexp(ag_tape *tape, ag_tensor *x);
 ag_tensor *ag_logsumexp_axis(ag_tape *tape, ag_tensor *x, int axis, bool keepdims);
 
@@ -505,12 +511,13 @@ typedef struct ag_gradcheck_options {
 typedef struct ag_gradcheck_result {
     bool passed;
     int worst_input;    /* input with the largest error relative to tolerance */
-    size_t worst_index; /* its element (row-major), or output element first */
+    size_t worst_index; /* its element (row-major) */
     size_t worst_output; /* output element whose gradient was checked */
     double analytic;    /* tape gradient at the worst element */
     double numeric;     /* finite-difference gradient there */
     double abs_error;   /* |analytic - numeric| */
-    double rel_error;   /* abs_error / |numeric| (inf when numeric is 0) */
+    double rel_error;   /* abs_error / |numeric|: inf when numeric is 0 and
+                           abs_error > 0, 0 when both are 0 */
     size_t n_checked;   /* number of partial derivatives compared */
     char message[256];  /* a one-line verdict */
 } ag_gradcheck_result;
@@ -525,7 +532,9 @@ ag_gradcheck_options ag_gradcheck_defaults(void);
  * every analytic partial is zero while the function changes, so a missing
  * backward cannot pass. `options` may be NULL for the defaults.
  * The inputs are not modified. Returns 0 when the check ran (see
- * result->passed), -1 with an error when f failed or the inputs are invalid. */
+ * result->passed), -1 with an error when f failed, the inputs are invalid,
+ * no input requires a gradient, or the output or every checked input is
+ * empty (nothing to compare). */
 int ag_gradcheck(ag_function f, void *user, int n_inputs,
                  ag_tensor *const *inputs, const ag_gradcheck_options *options,
                  ag_gradcheck_result *result);
