@@ -93,8 +93,10 @@ UNARY_OP(tanh, tanh(x), (T)1 - y * y)
 UNARY_OP(sigmoid,
          x >= 0 ? (T)1 / ((T)1 + exp(-x)) : exp(x) / ((T)1 + exp(x)),
          y * ((T)1 - y))
-/* relu passes NaN through (x <= 0 is false for NaN), in value and gradient. */
-UNARY_OP(relu, x <= 0 ? (T)0 : x, (T)(x <= 0 ? 0 : 1))
+/* relu passes NaN through (x <= 0 is false for NaN), in value and gradient.
+ * The derivative is written as a negated test, not as `? 0 : 1`, because GCC
+ * turns the latter into a conditional multiply it cannot vectorise. */
+UNARY_OP(relu, x <= 0 ? (T)0 : x, (T)!(x <= 0))
 /* softplus(x) = max(x, 0) + log1p(exp(-|x|)); its derivative is sigmoid(x). */
 UNARY_OP(softplus, (x > 0 ? x : (T)0) + log1p(exp(-fabs(x))),
          x >= 0 ? (T)1 / ((T)1 + exp(-x)) : exp(x) / ((T)1 + exp(x)))
