@@ -276,6 +276,28 @@ START_TEST(passes_scalar_output)
 }
 END_TEST
 
+/* f(x) = x: the output is the input tensor itself, so the checker must read
+ * f(x - eps) before it restores x. */
+static ag_tensor *f_identity(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
+{
+    (void)tape;
+    (void)n;
+    (void)user;
+    return inputs[0];
+}
+
+START_TEST(identity_function_passes)
+{
+    ag_tensor *x = heap_input(AG_F64, AG_SHAPE(3), a_values, true);
+    ag_gradcheck_result result;
+
+    ck_assert_int_eq(ag_gradcheck(f_identity, NULL, 1, &x, NULL, &result), 0);
+    ck_assert_msg(result.passed, "%s", result.message);
+    ck_assert_double_eq_tol(result.numeric, 1.0, 1e-9);
+    ag_tensor_free(x);
+}
+END_TEST
+
 START_TEST(passes_composite_function)
 {
     const double x_values[] = {0.5, -1.0, 2.0, 0.25, 1.5, -0.75};
@@ -548,6 +570,7 @@ int main(void)
     tcase_add_test(tc, passes_log_softmax_f64);
     tcase_add_test(tc, passes_through_f32_inputs);
     tcase_add_test(tc, passes_scalar_output);
+    tcase_add_test(tc, identity_function_passes);
     tcase_add_test(tc, passes_composite_function);
     tcase_add_test(tc, passes_each_reduction);
     tcase_add_test(tc, constant_function_passes);

@@ -322,14 +322,19 @@ static int check_element(gradcheck_run *run, ag_tape *tape, int input,
         x[element] = center - eps;
         output = evaluate_f64(run, tape, input, element, -eps, result);
     }
+
+    /* Take the quotients before restoring x: f may return its input
+     * unchanged, so output can share x's data. */
+    if (output != NULL) {
+        for (size_t j = 0; j < run->n_out; j++)
+            run->plus[j] = (run->plus[j] - ag_tensor_get(output, j)) / (2.0 * eps);
+    }
     x[element] = center;
     if (output == NULL)
         return -1;
 
-    for (size_t j = 0; j < run->n_out; j++) {
-        double numeric = (run->plus[j] - ag_tensor_get(output, j)) / (2.0 * eps);
-        compare(run, input, element, column, j, numeric, result);
-    }
+    for (size_t j = 0; j < run->n_out; j++)
+        compare(run, input, element, column, j, run->plus[j], result);
     return 0;
 }
 
