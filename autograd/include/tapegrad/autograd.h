@@ -483,8 +483,11 @@ const ag_record *ag_tape_record(const ag_tape *tape, size_t index);
 /* Prints the tape as a table, one line per record in the order the reverse
  * sweep visits them: index, op, inputs, output shape and value (small tensors
  * in full, large ones summarised) and, after a backward pass, the output's
- * adjoint and the adjoint each input received. Returns 0, or -1 with an error
- * when writing fails. */
+ * adjoint and the adjoint each input received. To show each record's own
+ * share, it runs the record's backward rule again into scratch buffers with
+ * recording off: values, gradients, records and the error message are left
+ * unchanged, but custom backward rules run once more and may take arena
+ * memory. Returns 0, or -1 with an error when writing fails. */
 int ag_tape_print(const ag_tape *tape, FILE *out);
 
 /* Writes the recorded graph as Graphviz DOT: one node per tensor with its
