@@ -49,6 +49,7 @@ struct ag_tape {
     size_t n_records;
     size_t cap_records;
     bool recording;
+    bool anomaly;         /* check every value and adjoint for NaN and inf */
 };
 
 /* ---- tensor helpers ---- */

@@ -1,4 +1,7 @@
 /* The tape: records appended by ops, and the reverse sweep over them. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
@@ -60,6 +63,122 @@ void *ag_tape_alloc(ag_tape *tape, size_t size)
 const ag_record *ag_tape_record(const ag_tape *tape, size_t index)
 {
     return index < tape->n_records ? tape->records[index] : NULL;
+}
+
+/* ---- anomaly mode --------------------------------------------------------- */
+
+bool ag_tape_set_anomaly_mode(ag_tape *tape, bool enabled)
+{
+    bool previous = tape->anomaly;
+
+    tape->anomaly = enabled;
+    return previous;
+}
+
+bool ag_tape_anomaly_mode(const ag_tape *tape) { return tape->anomaly; }
+
+/* Min and max over the elements that are not NaN, and the non-finite ones. */
+typedef struct value_summary {
+    double min;
+    double max;
+    size_t n_nan;
+    size_t n_inf;
+    size_t first_bad; /* index of the first non-finite element */
+} value_summary;
+
+static value_summary summarize(const ag_tensor *t)
+{
+    value_summary s = {.min = INFINITY, .max = -INFINITY, .first_bad = SIZE_MAX};
+
+    for (size_t i = 0; i < t->numel; i++) {
+        double v = t->dtype == AG_F32 ? ((const float *)t->data)[i]
+                                      : ((const double *)t->data)[i];
+
+        if (isfinite(v)) {
+            s.min = fmin(s.min, v);
+            s.max = fmax(s.max, v);
+            continue;
+        }
+        if (s.first_bad == SIZE_MAX)
+            s.first_bad = i;
+        if (isnan(v)) {
+            s.n_nan++;
+        } else {
+            s.n_inf++;
+            s.min = fmin(s.min, v);
+            s.max = fmax(s.max, v);
+        }
+    }
+    return s;
+}
+
+/* Writes "input 0 (2x3) f64 min -1 max 4, 0 NaN, 1 inf; input 1 ..." */
+static void describe_inputs(const ag_record *rec, char *buf, size_t size)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (int k = 0; k < rec->n_inputs && used < size; k++) {
+        const ag_tensor *x = rec->inputs[k];
+        value_summary s = summarize(x);
+        char shape[64];
+
+        used += (size_t)snprintf(buf + used, size - used,
+                                 "%sinput %d %s %s min %.6g max %.6g, %zu NaN, %zu inf",
+                                 k == 0 ? "" : "; ", k,
+                                 ag_shape_str(x, shape, sizeof shape),
+                                 ag_dtype_name(x->dtype), s.min, s.max, s.n_nan,
+                                 s.n_inf);
+    }
+}
+
+/* Reports a NaN or inf in the output of `rec` (forward) and returns -1. The
+ * record index is the one the op has, or would have had, on the tape. */
+static int check_output(const ag_tape *tape, const ag_record *rec, bool recorded)
+{
+    value_summary s = summarize(rec->output);
+    char shape[64];
+    char inputs[384];
+
+    if (s.first_bad == SIZE_MAX)
+        return 0;
+    describe_inputs(rec, inputs, sizeof inputs);
+    /* An unrecorded op has no index; the tape size places it. */
+    ag_set_error("ag_%s: anomaly mode: %s %zu produced %zu NaN and %zu inf in "
+                 "its output %s, the first at element %zu; %s",
+                 rec->op->name,
+                 recorded ? "record" : "an unrecorded op on a tape of size",
+                 tape->n_records, s.n_nan, s.n_inf,
+                 ag_shape_str(rec->output, shape, sizeof shape), s.first_bad, inputs);
+    return -1;
+}
+
+/* Reports a NaN or inf in the adjoints of rec's inputs after its backward
+ * rule ran, and returns -1. */
+static int check_adjoints(const ag_record *rec)
+{
+    for (int k = 0; k < rec->n_inputs; k++) {
+        const ag_tensor *x = rec->inputs[k];
+
+        if (!x->requires_grad || x->grad == NULL)
+            continue;
+
+        value_summary s = summarize(x->grad);
+        if (s.first_bad == SIZE_MAX)
+            continue;
+
+        value_summary g = summarize(rec->output->grad);
+        char inputs[320];
+        describe_inputs(rec, inputs, sizeof inputs);
+        ag_set_error("ag_backward: anomaly mode: the backward rule of record %zu "
+                     "(%s) produced %zu NaN and %zu inf in the adjoint of input %d, "
+                     "the first at element %zu; output adjoint min %.6g max %.6g, "
+                     "%zu non-finite; %s",
+                     rec->index, rec->op->name, s.n_nan, s.n_inf, k, s.first_bad,
+                     g.min, g.max, g.n_nan + g.n_inf, inputs);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- applying an op ------------------------------------------------------- */
@@ -153,7 +272,11 @@ ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
     if (op->forward(tape, rec) != 0)
         return NULL;
 
-    if (tape->recording && needs_grad && op->backward != NULL) {
+    bool record = tape->recording && needs_grad && op->backward != NULL;
+    if (tape->anomaly && check_output(tape, rec, record) != 0)
+        return NULL;
+
+    if (record) {
         if (append_record(tape, rec) != 0) {
             ag_set_error("ag_%s: out of memory for the tape's record list", op->name);
             return NULL;
@@ -212,6 +335,19 @@ static int seed_output(ag_tensor *output, const ag_tensor *seed)
     return 0;
 }
 
+/* In anomaly mode, a non-finite seed is reported before the sweep starts. */
+static bool seed_is_finite(const ag_tensor *output)
+{
+    value_summary s = summarize(output->grad);
+
+    if (s.first_bad == SIZE_MAX)
+        return true;
+    ag_set_error("ag_backward: anomaly mode: the seed gradient holds %zu NaN and "
+                 "%zu inf, the first at element %zu; pass a finite seed",
+                 s.n_nan, s.n_inf, s.first_bad);
+    return false;
+}
+
 int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
 {
     if (output == NULL)
@@ -241,6 +377,8 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
 
     if (seed_output(output, seed) != 0)
         return -1;
+    if (tape->anomaly && !seed_is_finite(output))
+        return -1;
     if (output->record == NULL)
         return 0; /* a leaf output: its adjoint is the seed */
 
@@ -263,6 +401,8 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
             }
         }
         if (rec->op->backward(tape, rec) != 0)
+            return -1;
+        if (tape->anomaly && check_adjoints(rec) != 0)
             return -1;
     }
     return 0;

@@ -116,6 +116,24 @@ bool ag_tape_set_recording(ag_tape *tape, bool recording);
 /* Returns whether ops applied on the tape are recorded. */
 bool ag_tape_is_recording(const ag_tape *tape);
 
+/* Turns anomaly mode on or off and returns the previous setting. Off by
+ * default. In anomaly mode every op applied on the tape checks its output,
+ * and ag_backward checks the seed and, after each record's backward rule,
+ * the adjoints that rule added into, for NaN and infinity. The first
+ * non-finite value stops the computation: the op returns NULL, or
+ * ag_backward returns -1, with an error naming the op, its record index
+ * (or the tape size for an op that is not recorded), the count of NaN and
+ * inf and the first bad element, and the shape, dtype, min, max and
+ * non-finite count of each input. Values that are legitimately infinite
+ * (log(0), the mean of an empty tensor) are reported too. The checks read
+ * every element; with the mode off they cost one branch per op. A leaf
+ * gradient that is already non-finite from an earlier backward call is
+ * blamed on the first record that adds into it. */
+bool ag_tape_set_anomaly_mode(ag_tape *tape, bool enabled);
+
+/* Returns whether anomaly mode is on. */
+bool ag_tape_anomaly_mode(const ag_tape *tape);
+
 /* Returns the number of records on the tape. */
 size_t ag_tape_size(const ag_tape *tape);
 
