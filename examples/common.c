@@ -115,15 +115,6 @@ void ex_count_correct(ag_tensor *logits, ag_tensor *labels, size_t *correct)
     }
 }
 
-double ex_accuracy(ag_tensor *logits, ag_tensor *labels)
-{
-    size_t correct = 0;
-    size_t rows = ag_tensor_dim(logits, 0);
-
-    ex_count_correct(logits, labels, &correct);
-    return rows == 0 ? 0.0 : (double)correct / (double)rows;
-}
-
 bool ex_have_gnuplot(void)
 {
     const char *path = getenv("PATH");

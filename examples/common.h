@@ -1,6 +1,5 @@
 /* Helpers shared by the examples: output directory, timing, progress bars,
- * CSV output, gnuplot, accuracy and OpenBLAS threads. Not part of the
- * library. */
+ * gnuplot, accuracy and OpenBLAS threads. Not part of the library. */
 #ifndef TAPEGRAD_EXAMPLES_COMMON_H
 #define TAPEGRAD_EXAMPLES_COMMON_H
 
@@ -35,10 +34,6 @@ void ex_progress(const char *label, size_t done, size_t total, const char *statu
 /* Returns the column of the largest entry in row r of `logits` (2-D, f32
  * or f64); the first one on ties. */
 size_t ex_argmax_row(ag_tensor *logits, size_t r);
-
-/* Returns the fraction of rows of `logits` (batch x classes, f32 or f64)
- * whose largest entry is at the index given by `labels` (batch). */
-double ex_accuracy(ag_tensor *logits, ag_tensor *labels);
 
 /* Adds the number of rows of `logits` whose largest entry is at the label's
  * index to *correct. */

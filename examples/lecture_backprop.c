@@ -59,8 +59,8 @@ static double relu_derivative(double s)
     return s > 0 ? 1.0 : 0.0;
 }
 
-/* Creates a 1 x 1 f64 tensor on the tape with a name for the tape listing;
- * with `grad` set it is a leaf whose gradient the tape fills. */
+/* Creates a named 1 x 1 f64 tensor on the tape. With `grad` set it is a
+ * leaf, so the backward pass fills its gradient. */
 static ag_tensor *scalar(ag_tape *tape, const char *name, double value, bool grad)
 {
     ag_tensor *t = ag_full(tape, AG_F64, AG_SHAPE(1, 1), value);

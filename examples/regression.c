@@ -94,7 +94,7 @@ invalid:
     return -1;
 }
 
-/* The network sees x / X_MAX, in [-1, 1], the usual input scaling. */
+/* The network takes x / X_MAX, in [-1, 1], the usual input scaling. */
 static double scale_input(double x)
 {
     return x / X_MAX;
@@ -118,7 +118,7 @@ static void init_biases(nn_mlp *mlp, uint64_t seed)
 }
 
 /* Draws n samples x ~ U(X_MIN, X_MAX), y = truth(x) + noise, as heap
- * tensors of shape (n x 1); *inputs holds the scaled x the network sees.
+ * tensors of shape (n x 1). *inputs contains the scaled x the network takes.
  * Returns 0 or -1 with an error. */
 static int make_samples(const options *opts, ag_tensor **x, ag_tensor **inputs,
                         ag_tensor **y)
