@@ -157,6 +157,7 @@ int ex_plot(const char *dir, const char *name, const char *script)
         fprintf(stderr, "gnuplot not found: install it (sudo apt-get install gnuplot-nox) "
                         "and run `gnuplot %s` to draw %s/%s.png\n",
                 gp_path, dir, name);
+        printf("plot script: %s (gnuplot not found, no PNG drawn)\n", gp_path);
         return 0;
     }
 
@@ -171,6 +172,7 @@ int ex_plot(const char *dir, const char *name, const char *script)
         fprintf(stderr, "gnuplot failed (status %d) on %s\n", status, gp_path);
         return -1;
     }
+    printf("plot: %s/%s.png\n", dir, name);
     return 0;
 }
 

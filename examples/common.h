@@ -43,9 +43,9 @@ void ex_count_correct(ag_tensor *logits, ag_tensor *labels, size_t *correct);
 bool ex_have_gnuplot(void);
 
 /* Writes `script` to dir/name.gp, then runs it through gnuplot (popen) when
- * gnuplot is on PATH, which makes the PNG the script names. Without gnuplot
- * it prints on stderr how to make the plot later. Returns 0, or -1 after
- * printing the problem. */
+ * gnuplot is on PATH, which makes the PNG the script names, and prints the
+ * PNG's path on stdout. Without gnuplot it prints on stderr how to make the
+ * plot later. Returns 0, or -1 after printing the problem. */
 int ex_plot(const char *dir, const char *name, const char *script);
 
 /* Sets the number of OpenBLAS threads when the library uses OpenBLAS; a
