@@ -4,8 +4,16 @@
 
 #include "tapegrad/autograd.h"
 
+#include <stdint.h>
+
 #define AG_NAME_SIZE 32
+
+/* Alignment of arena tensor data of AG_ALIGN bytes or more (a cache line,
+ * and the widest vector load) and of ag_tape_alloc. Smaller data, tensor
+ * headers and records are aligned to AG_SMALL_ALIGN only, so a scalar op
+ * takes about half the arena memory it would otherwise. */
 #define AG_ALIGN 64
+#define AG_SMALL_ALIGN 16
 
 struct ag_tensor {
     ag_dtype dtype;
@@ -32,11 +40,35 @@ void ag_heap_free(void *ptr);
 typedef struct ag_chunk ag_chunk;
 
 typedef struct ag_arena {
-    ag_chunk *head;      /* chunk being filled; older ones follow */
-    size_t used_total;   /* bytes handed out since the last reset */
-    size_t capacity;     /* bytes in all chunks */
+    unsigned char *cursor; /* next free byte of the newest chunk */
+    unsigned char *limit;  /* end of the newest chunk */
+    ag_chunk *head;        /* newest chunk; older ones follow */
+    size_t capacity;       /* bytes in all chunks */
 } ag_arena;
 
+/* Allocates `size` bytes aligned to `align` (a power of two, at most
+ * AG_ALIGN) from a new chunk when the newest one is full. Returns NULL when
+ * out of memory. */
+void *ag_arena_alloc_slow(ag_arena *arena, size_t size, size_t align);
+
+/* Allocates `size` bytes aligned to `align` (a power of two, at most
+ * AG_ALIGN). The common case is a bump of the cursor, inlined into the
+ * callers. Returns NULL when out of memory. */
+static inline void *ag_arena_alloc_aligned(ag_arena *arena, size_t size, size_t align)
+{
+    uintptr_t start = ((uintptr_t)arena->cursor + (align - 1)) & ~(uintptr_t)(align - 1);
+
+    /* Without a chunk, cursor and limit are NULL and only size 0 would fit,
+     * which the slow path handles. */
+    if (size != 0 && start <= (uintptr_t)arena->limit &&
+        size <= (uintptr_t)arena->limit - start) {
+        arena->cursor = (unsigned char *)start + size;
+        return (void *)start;
+    }
+    return ag_arena_alloc_slow(arena, size, align);
+}
+
+/* Allocates `size` bytes aligned to AG_ALIGN. */
 void *ag_arena_alloc(ag_arena *arena, size_t size);
 void ag_arena_reset(ag_arena *arena);
 void ag_arena_free(ag_arena *arena);
@@ -50,6 +82,7 @@ struct ag_tape {
     size_t cap_records;
     bool recording;
     bool anomaly;         /* check every value and adjoint for NaN and inf */
+    bool has_adjoints;    /* an arena tensor got an adjoint since the last reset */
 };
 
 /* ---- tensor helpers ---- */

@@ -82,9 +82,10 @@ void *ag_calloc(size_t n, size_t size)
 /* ---- arena --------------------------------------------------------------- */
 
 /*
- * The arena hands out memory by bumping an offset in its newest chunk and
- * grows by adding a chunk at least twice as large as the last. Reset keeps
- * the memory: when a step needed several chunks, reset replaces them by one
+ * The arena hands out memory by bumping a cursor through its newest chunk
+ * (the inline fast path is ag_arena_alloc_aligned in internal.h) and grows
+ * by adding a chunk at least twice as large as the last. Reset keeps the
+ * memory: when a step needed several chunks, reset replaces them by one
  * chunk of their total size, so from the second step on a step of the same
  * size fits in one chunk and allocates nothing.
  */
@@ -93,8 +94,7 @@ void *ag_calloc(size_t n, size_t size)
 
 struct ag_chunk {
     ag_chunk *next;
-    size_t size;   /* usable bytes after the header */
-    size_t offset; /* bytes handed out */
+    size_t size;         /* usable bytes from base */
     unsigned char *base; /* first AG_ALIGN-aligned byte after the header */
     unsigned char data[];
 };
@@ -110,46 +110,56 @@ static ag_chunk *chunk_new(size_t size)
         return NULL;
     chunk->next = NULL;
     chunk->size = size;
-    chunk->offset = 0;
     chunk->base = (unsigned char *)(((uintptr_t)chunk->data + (AG_ALIGN - 1)) &
                                     ~(uintptr_t)(AG_ALIGN - 1));
     return chunk;
 }
 
-static size_t align_up(size_t n)
+/* Makes `chunk` the one the cursor bumps through, from its start. */
+static void use_chunk(ag_arena *arena, ag_chunk *chunk)
 {
-    return (n + (AG_ALIGN - 1)) & ~(size_t)(AG_ALIGN - 1);
+    arena->cursor = chunk->base;
+    arena->limit = chunk->base + chunk->size;
+}
+
+void *ag_arena_alloc_slow(ag_arena *arena, size_t size, size_t align)
+{
+    if (size == 0)
+        size = 1;
+    if (size > SIZE_MAX - AG_ALIGN)
+        return NULL;
+
+    /* The newest chunk may still have room once the request is aligned. */
+    if (arena->head != NULL) {
+        uintptr_t start = ((uintptr_t)arena->cursor + (align - 1)) & ~(uintptr_t)(align - 1);
+
+        if (start <= (uintptr_t)arena->limit && size <= (uintptr_t)arena->limit - start) {
+            arena->cursor = (unsigned char *)start + size;
+            return (void *)start;
+        }
+    }
+
+    /* A fresh chunk starts AG_ALIGN-aligned, so `size` bytes always fit. */
+    size_t grow = arena->head == NULL ? ARENA_MIN_CHUNK : 2 * arena->head->size;
+    if (arena->head != NULL && grow < arena->head->size)
+        grow = size; /* doubling overflowed */
+    if (grow < size)
+        grow = size;
+
+    ag_chunk *fresh = chunk_new(grow);
+    if (fresh == NULL)
+        return NULL;
+    fresh->next = arena->head;
+    arena->head = fresh;
+    arena->capacity += grow;
+    use_chunk(arena, fresh);
+    arena->cursor += size;
+    return fresh->base;
 }
 
 void *ag_arena_alloc(ag_arena *arena, size_t size)
 {
-    ag_chunk *chunk = arena->head;
-    size_t need = align_up(size == 0 ? 1 : size);
-
-    if (need < size)
-        return NULL;
-
-    if (chunk == NULL || chunk->size - chunk->offset < need) {
-        size_t grow = chunk == NULL ? ARENA_MIN_CHUNK : 2 * chunk->size;
-
-        if (chunk != NULL && grow < chunk->size)
-            grow = need; /* doubling overflowed */
-
-        if (grow < need)
-            grow = need;
-        ag_chunk *fresh = chunk_new(grow);
-        if (fresh == NULL)
-            return NULL;
-        fresh->next = chunk;
-        arena->head = fresh;
-        arena->capacity += grow;
-        chunk = fresh;
-    }
-
-    void *ptr = chunk->base + chunk->offset;
-    chunk->offset += need;
-    arena->used_total += need;
-    return ptr;
+    return ag_arena_alloc_slow(arena, size, AG_ALIGN);
 }
 
 void ag_arena_reset(ag_arena *arena)
@@ -168,8 +178,7 @@ void ag_arena_reset(ag_arena *arena)
         }
     }
     if (chunk != NULL)
-        chunk->offset = 0;
-    arena->used_total = 0;
+        use_chunk(arena, chunk);
 }
 
 void ag_arena_free(ag_arena *arena)
@@ -182,6 +191,7 @@ void ag_arena_free(ag_arena *arena)
         chunk = next;
     }
     arena->head = NULL;
+    arena->cursor = NULL;
+    arena->limit = NULL;
     arena->capacity = 0;
-    arena->used_total = 0;
 }

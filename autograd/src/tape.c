@@ -37,6 +37,7 @@ void ag_tape_reset(ag_tape *tape)
         return;
     ag_arena_reset(&tape->arena);
     tape->n_records = 0;
+    tape->has_adjoints = false;
 }
 
 bool ag_tape_set_recording(ag_tape *tape, bool recording)
@@ -243,21 +244,25 @@ ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
     if (check_inputs(tape, op, n_inputs, inputs, n_params) != 0)
         return NULL;
 
-    ag_record *rec = ag_arena_alloc(&tape->arena, sizeof *rec);
+    ag_record *rec = ag_arena_alloc_aligned(&tape->arena, sizeof *rec, AG_SMALL_ALIGN);
     if (rec == NULL) {
         ag_set_error("ag_%s: out of memory", op->name);
         return NULL;
     }
-    memset(rec, 0, sizeof *rec);
+
+    /* Every field is set here; unused inputs and params are zero. */
     rec->op = op;
     rec->n_inputs = n_inputs;
     bool needs_grad = false;
-    for (int i = 0; i < n_inputs; i++) {
-        rec->inputs[i] = inputs[i];
-        needs_grad = needs_grad || inputs[i]->requires_grad;
+    for (int i = 0; i < AG_MAX_INPUTS; i++) {
+        rec->inputs[i] = i < n_inputs ? inputs[i] : NULL;
+        needs_grad = needs_grad || (i < n_inputs && inputs[i]->requires_grad);
     }
-    for (int i = 0; i < n_params; i++)
-        rec->params[i] = params[i];
+    for (int i = 0; i < AG_MAX_PARAMS; i++)
+        rec->params[i] = i < n_params ? params[i] : 0.0;
+    rec->output = NULL;
+    rec->saved = NULL;
+    rec->index = 0;
 
     ag_dtype dtype;
     int ndim;
@@ -368,9 +373,11 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
     }
 
     /* Adjoints of intermediate values start from zero on every call, so a
-     * second call adds its contribution to leaves only once. */
+     * second call adds its contribution to leaves only once. Until an
+     * adjoint is made on the tape, none exists to zero, which spares the
+     * usual single call per step a pass over every record. */
     size_t last = output->record != NULL ? output->record->index : 0;
-    if (output->record != NULL) {
+    if (output->record != NULL && tape->has_adjoints) {
         for (size_t i = 0; i <= last; i++)
             ag_tensor_zero_grad(tape->records[i]->output);
     }
@@ -393,7 +400,8 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
          * meet a failed allocation. */
         for (int k = 0; k < rec->n_inputs; k++) {
             ag_tensor *input = rec->inputs[k];
-            if (input->requires_grad && ag_grad_buffer(input) == NULL) {
+            if (input->requires_grad && input->grad == NULL &&
+                ag_grad_buffer(input) == NULL) {
                 ag_set_error("ag_backward: out of memory for the adjoint of "
                              "input %d of record %zu (%s)",
                              k, i, rec->op->name);

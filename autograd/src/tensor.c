@@ -8,6 +8,11 @@
 
 /* ---- creation ------------------------------------------------------------- */
 
+/* Dimensions and partial counts below this bound multiply without
+ * overflow (2^26 * 2^26 * sizeof(double) < 2^56), so the common case skips
+ * the division of the exact check. */
+#define SMALL_DIM ((size_t)1 << 26)
+
 static bool shape_is_valid(const char *who, int ndim, const size_t *shape, size_t *numel)
 {
     if (ndim < 1 || ndim > AG_MAX_DIMS) {
@@ -23,7 +28,9 @@ static bool shape_is_valid(const char *who, int ndim, const size_t *shape, size_
 
     size_t count = 1;
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] != 0 && count > SIZE_MAX / shape[i] / sizeof(double)) {
+        bool small = count < SMALL_DIM && shape[i] < SMALL_DIM;
+
+        if (!small && shape[i] != 0 && count > SIZE_MAX / shape[i] / sizeof(double)) {
             ag_set_error("%s: shape is too large: dimension %d of size %zu "
                          "overflows the element count",
                          who, i, shape[i]);
@@ -33,6 +40,25 @@ static bool shape_is_valid(const char *who, int ndim, const size_t *shape, size_
     }
     *numel = count;
     return true;
+}
+
+/* Sets every field of a new tensor. The name is only cleared, not zeroed,
+ * because this runs once per op. */
+static void tensor_init(ag_tensor *t, ag_tape *tape, ag_dtype dtype, int ndim,
+                        const size_t *shape, size_t numel, void *data)
+{
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < AG_MAX_DIMS; i++)
+        t->shape[i] = i < ndim ? shape[i] : 0;
+    t->numel = numel;
+    t->data = data;
+    t->grad = NULL;
+    t->record = NULL;
+    t->tape = tape;
+    t->requires_grad = false;
+    t->owns_data = tape == NULL;
+    t->name[0] = '\0';
 }
 
 ag_tensor *ag_tensor_alloc(ag_tape *tape, ag_dtype dtype, int ndim,
@@ -47,36 +73,24 @@ ag_tensor *ag_tensor_alloc(ag_tape *tape, ag_dtype dtype, int ndim,
     if (!shape_is_valid(who, ndim, shape, &numel))
         return NULL;
 
+    /* One allocation holds the header and the data, so an op makes one
+     * arena bump for its output and a heap tensor is released by one free. */
     size_t bytes = numel * ag_dtype_size(dtype);
-    ag_tensor *t;
+    size_t align = tape != NULL && bytes < AG_ALIGN ? AG_SMALL_ALIGN : AG_ALIGN;
+    size_t header = (sizeof(ag_tensor) + (align - 1)) & ~(align - 1);
+    ag_tensor *t = NULL;
 
-    if (tape != NULL) {
-        t = ag_arena_alloc(&tape->arena, sizeof(ag_tensor));
-        void *data = t == NULL ? NULL : ag_arena_alloc(&tape->arena, bytes);
-        if (t == NULL || data == NULL) {
-            ag_set_error("%s: out of memory for a tensor of %zu bytes", who, bytes);
-            return NULL;
-        }
-        memset(t, 0, sizeof *t);
-        t->data = data;
-        t->tape = tape;
-    } else {
-        /* One allocation for header and data, so one free releases both. */
-        size_t header = (sizeof(ag_tensor) + (AG_ALIGN - 1)) & ~(size_t)(AG_ALIGN - 1);
-        t = bytes > SIZE_MAX - header ? NULL : ag_heap_alloc(header + bytes);
-        if (t == NULL) {
-            ag_set_error("%s: out of memory for a tensor of %zu bytes", who, bytes);
-            return NULL;
-        }
-        memset(t, 0, sizeof *t);
-        t->data = (unsigned char *)t + header;
-        t->owns_data = true;
+    if (bytes <= SIZE_MAX - header) {
+        if (tape != NULL)
+            t = ag_arena_alloc_aligned(&tape->arena, header + bytes, align);
+        else
+            t = ag_heap_alloc(header + bytes);
     }
-
-    t->dtype = dtype;
-    t->ndim = ndim;
-    memcpy(t->shape, shape, (size_t)ndim * sizeof(size_t));
-    t->numel = numel;
+    if (t == NULL) {
+        ag_set_error("%s: out of memory for a tensor of %zu bytes", who, bytes);
+        return NULL;
+    }
+    tensor_init(t, tape, dtype, ndim, shape, numel, (unsigned char *)t + header);
     return t;
 }
 
@@ -323,6 +337,10 @@ ag_tensor *ag_grad_buffer(ag_tensor *t)
         return NULL;
     memset(grad->data, 0, grad->numel * ag_dtype_size(grad->dtype));
     t->grad = grad;
+
+    /* ag_backward must zero this adjoint before its next sweep. */
+    if (t->tape != NULL)
+        t->tape->has_adjoints = true;
     return grad;
 }
 
