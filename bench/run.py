@@ -1,0 +1,278 @@
+#!/usr/bin/python3
+"""Run tapegrad's and PyTorch's benchmarks alternately and print the table.
+
+Each round runs tapegrad_bench and then torch_bench.py (the order flips every
+round) once per thread count, so slow phases of a busy machine hit both
+sides alike. The table shows the median over all repetitions of all rounds,
+and the ratio of tapegrad's speed to PyTorch's (above 1: tapegrad is
+faster). Only the Python standard library is needed; without PyTorch the
+table shows tapegrad's figures alone.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYTHON = "/usr/bin/python3"
+STEP_WORKLOADS = ["regression", "classifier", "mlp", "chain"]
+TAPEGRAD_ONLY = ["sgemm", "chain_plain"]
+
+# Targets as minimum ratios of tapegrad's speed to PyTorch's, per thread count.
+TARGETS = {
+    ("regression", 1): 30, ("regression", 2): 30,
+    ("classifier", 1): 30, ("classifier", 2): 30,
+    ("mlp", 1): 1.2, ("mlp", 2): 1.4,
+    ("epoch", 1): 1.2, ("epoch", 2): 1.4,
+}
+CHAIN_TARGET = 4.0  # most gradient-to-function cost for the chain
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tapegrad-bench", default=os.path.join(HERE, "..", "build", "bench",
+                                                                   "tapegrad_bench"),
+                        help="path of the tapegrad_bench executable (default build/bench/...)")
+    parser.add_argument("--threads", default="1,2",
+                        help="comma-separated thread counts (default 1,2)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds of the step workloads (default 3)")
+    parser.add_argument("--epoch-rounds", type=int, default=2,
+                        help="alternating rounds of the Fashion-MNIST epoch; 0 skips it "
+                             "(default 2)")
+    parser.add_argument("--reps", type=int, default=10,
+                        help="timed repetitions per workload and round (default 10)")
+    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
+                        help="Fashion-MNIST directory (default %(default)s)")
+    parser.add_argument("--no-torch", action="store_true", help="run tapegrad only")
+    parser.add_argument("--json", metavar="FILE", help="also write every result line to FILE")
+    return parser.parse_args()
+
+
+def side_env(threads, torch_side):
+    """Return the environment of one run: the thread count for every pool."""
+    env = dict(os.environ)
+    env["OPENBLAS_NUM_THREADS"] = str(threads)
+    env["OMP_NUM_THREADS"] = str(threads)
+    if torch_side:
+        # PyTorch's OpenMP threads spin while idle unless told to sleep.
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return env
+
+
+def run_side(command, env):
+    """Run one side and return its parsed result lines."""
+    completed = subprocess.run(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, check=False)
+    if completed.returncode != 0:
+        sys.exit(f"run.py: {' '.join(command)} failed with status {completed.returncode}:\n"
+                 f"{completed.stderr.strip()}")
+    return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+
+
+def torch_version():
+    """Return torch.__version__, or None when PyTorch cannot be imported."""
+    try:
+        completed = subprocess.run([PYTHON, "-c", "import torch; print(torch.__version__)"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return completed.stdout.strip() if completed.returncode == 0 else None
+
+
+def system_info():
+    """Return CPU model, core count and OpenBLAS version, for the record."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    openblas = "unknown"
+    if shutil.which("pkg-config"):
+        completed = subprocess.run(["pkg-config", "--modversion", "openblas"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   text=True, check=False)
+        if completed.returncode == 0:
+            openblas = completed.stdout.strip()
+    return cpu, os.cpu_count(), openblas
+
+
+def collect(args, have_torch):
+    """Run every round and return all result lines."""
+    threads_list = [int(t) for t in args.threads.split(",")]
+    tapegrad = os.path.abspath(args.tapegrad_bench)
+    torch_script = os.path.join(HERE, "torch_bench.py")
+    results = []
+
+    def rounds(count, tapegrad_workloads, torch_workloads):
+        for r in range(count):
+            for threads in threads_list:
+                common = ["--threads", str(threads), "--reps", str(args.reps)]
+                sides = [("tapegrad", [tapegrad] + common + ["--data", args.data]
+                          + tapegrad_workloads)]
+                if have_torch:
+                    sides.append(("pytorch", [PYTHON, torch_script] + common
+                                  + ["--data", args.data] + torch_workloads))
+                if r % 2 == 1:
+                    sides.reverse()
+                for name, command in sides:
+                    print(f"round {r + 1}/{count}, {threads} thread(s): {name} "
+                          f"{' '.join(tapegrad_workloads if name == 'tapegrad' else torch_workloads)}",
+                          file=sys.stderr, flush=True)
+                    results.extend(run_side(command, side_env(threads, name == "pytorch")))
+
+    rounds(args.rounds, STEP_WORKLOADS + TAPEGRAD_ONLY, STEP_WORKLOADS)
+    rounds(args.epoch_rounds, ["epoch"], ["epoch"])
+    return results
+
+
+def group(results):
+    """Return {(side, workload, threads): [result lines]}."""
+    groups = {}
+    for line in results:
+        groups.setdefault((line["side"], line["workload"], line["threads"]), []).append(line)
+    return groups
+
+
+def median_of(lines):
+    return statistics.median(s for line in lines for s in line["samples"])
+
+
+def format_value(value, unit):
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if value >= 100:
+        return f"{value:.0f} {unit}"
+    return f"{value:.3g} {unit}"
+
+
+def print_table(results, threads_list, have_torch):
+    groups = group(results)
+    rows = [("regression", "1-20-20-1 MSE, batch 64"),
+            ("classifier", "30-16-1 BCE, batch 32"),
+            ("mlp", "784-256-128-10 CE, batch 128"),
+            ("chain", "10k f64 scalar ops, fwd+bwd"),
+            ("epoch", "Fashion-MNIST epoch, Adam")]
+
+    print("| workload | threads | tapegrad | PyTorch | speed ratio | target | met |")
+    print("|---|---|---|---|---|---|---|")
+    for workload, label in rows:
+        for threads in threads_list:
+            mine = groups.get(("tapegrad", workload, threads))
+            theirs = groups.get(("pytorch", workload, threads))
+            if mine is None:
+                continue
+            unit = mine[0]["unit"]
+            mine_median = median_of(mine)
+            theirs_median = median_of(theirs) if theirs else None
+            ratio = theirs_median / mine_median if theirs_median else None
+            if workload == "chain":
+                target = f"fwd+bwd <= {CHAIN_TARGET:g}x plain C"
+                plain = groups.get(("tapegrad", "chain_plain", threads))
+                cost = mine_median / median_of(plain) if plain else None
+                met = "-" if cost is None else ("yes" if cost <= CHAIN_TARGET else "no")
+            else:
+                goal = TARGETS.get((workload, threads))
+                target = f">= {goal:g}x" if goal else "-"
+                met = "-" if ratio is None or goal is None else ("yes" if ratio >= goal else "no")
+            print(f"| {label} | {threads} | {format_value(mine_median, unit)} | "
+                  f"{format_value(theirs_median, unit)} | "
+                  f"{'-' if ratio is None else f'{ratio:.2f}x'} | {target} | {met} |")
+    if not have_torch:
+        print("\nPyTorch is not installed: the PyTorch column is empty.")
+    print_details(groups, threads_list)
+
+
+def print_details(groups, threads_list):
+    print()
+    for threads in threads_list:
+        mlp = groups.get(("tapegrad", "mlp", threads))
+        sgemm = groups.get(("tapegrad", "sgemm", threads))
+        torch_mlp = groups.get(("pytorch", "mlp", threads))
+        if mlp:
+            flops = mlp[0]["flops_per_step"]
+            step = median_of(mlp) * 1e-6
+            line = (f"mlp, {threads} thread(s): tapegrad {128 / step:,.0f} samples/s, "
+                    f"{flops / step / 1e9:.1f} GFLOP/s")
+            if torch_mlp:
+                torch_step = median_of(torch_mlp) * 1e-6
+                line += (f"; PyTorch {128 / torch_step:,.0f} samples/s, "
+                         f"{flops / torch_step / 1e9:.1f} GFLOP/s")
+            if sgemm:
+                sgemm_step = median_of(sgemm) * 1e-6
+                line += (f"; cblas_sgemm alone {flops / sgemm_step / 1e9:.1f} GFLOP/s "
+                         f"({sgemm_step * 1e6:.0f} us of products per step, "
+                         f"{100 * sgemm_step / step:.0f}% of tapegrad's step)")
+            print(line)
+    for threads in threads_list:
+        chain = groups.get(("tapegrad", "chain", threads))
+        plain = groups.get(("tapegrad", "chain_plain", threads))
+        torch_chain = groups.get(("pytorch", "chain", threads))
+        if chain and plain:
+            print(f"chain, {threads} thread(s): plain C {median_of(plain):.2f} ns/op; "
+                  f"tapegrad fwd+bwd {median_of(chain):.1f} ns/op = "
+                  f"{median_of(chain) / median_of(plain):.2f}x the function")
+        if chain and torch_chain:
+            names = ("value", "grad_x", "grad_a", "grad_b")
+            worst = max(abs(chain[0][k] - torch_chain[0][k]) / max(abs(torch_chain[0][k]), 1e-300)
+                        for k in names if torch_chain[0][k] != 0 or chain[0][k] != 0)
+            print(f"chain, {threads} thread(s): value and gradients agree with PyTorch to "
+                  f"{worst:.1e} relative")
+    for threads in threads_list:
+        for side in ("tapegrad", "pytorch"):
+            epoch = groups.get((side, "epoch", threads))
+            if epoch:
+                accuracy = ", ".join(f"{line['test_accuracy']:.4f}" for line in epoch)
+                rss = max(line["max_rss_kib"] for line in epoch) / 1024
+                print(f"epoch, {threads} thread(s), {side}: test accuracy {accuracy}; "
+                      f"peak RSS {rss:.0f} MiB")
+    allocations = {}
+    for (side, workload, threads), lines in groups.items():
+        if side == "tapegrad" and "allocations" in lines[0]:
+            allocations[workload] = allocations.get(workload, 0) + sum(
+                line["allocations"] for line in lines)
+    print("heap allocations in tapegrad's timed steps (all rounds): " +
+          ", ".join(f"{w} {n}" for w, n in sorted(allocations.items())))
+
+
+def main():
+    args = parse_args()
+    if not os.access(args.tapegrad_bench, os.X_OK):
+        sys.exit(f"run.py: {args.tapegrad_bench} not found; build it with "
+                 "`ninja -C build` or run bench/run.sh")
+
+    version = None if args.no_torch else torch_version()
+    have_torch = version is not None
+    cpu, cores, openblas = system_info()
+    if not args.no_torch and not have_torch:
+        print(f"run.py: PyTorch is not installed ({PYTHON} cannot import torch); "
+              "reporting tapegrad's figures only. Install Debian's python3-torch to "
+              "compare.", file=sys.stderr)
+
+    results = collect(args, have_torch)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            for line in results:
+                f.write(json.dumps(line) + "\n")
+
+    print(f"CPU: {cpu}, {cores} cores; OpenBLAS {openblas}; "
+          f"PyTorch {version if have_torch else 'not installed'}")
+    print(f"medians of {args.reps} repetitions x {args.rounds} rounds "
+          f"({args.epoch_rounds} rounds for the epoch)\n")
+    print_table(results, [int(t) for t in args.threads.split(",")], have_torch)
+
+
+if __name__ == "__main__":
+    main()
