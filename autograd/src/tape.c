@@ -340,6 +340,18 @@ static int seed_output(ag_tensor *output, const ag_tensor *seed)
     return 0;
 }
 
+/* Marks the records on this tape that produced rec's inputs. */
+static void mark_inputs_reached(const ag_tape *tape, const ag_record *rec, bool *reached)
+{
+    for (int k = 0; k < rec->n_inputs; k++) {
+        const ag_record *producer = rec->inputs[k]->record;
+
+        if (producer != NULL && producer->index < rec->index &&
+            tape->records[producer->index] == producer)
+            reached[producer->index] = true;
+    }
+}
+
 /* In anomaly mode, a non-finite seed is reported before the sweep starts. */
 static bool seed_is_finite(const ag_tensor *output)
 {
@@ -389,12 +401,27 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
     if (output->record == NULL)
         return 0; /* a leaf output: its adjoint is the seed */
 
+    /* On the first call since a reset, an adjoint exists only where the
+     * sweep put one. Later calls find the zeroed adjoints of earlier sweeps,
+     * so they mark the records that lead to `output`: a branch the output
+     * does not use must not add 0 * inf = NaN into a shared input. */
+    bool *reached = NULL;
+    if (tape->has_adjoints) {
+        reached = ag_tape_alloc(tape, last + 1);
+        if (reached == NULL)
+            return -1;
+        memset(reached, 0, last + 1);
+        reached[last] = true;
+    }
+
     /* Walk the records backwards; the tape order is a topological order. */
     for (size_t i = last + 1; i-- > 0;) {
         ag_record *rec = tape->records[i];
 
-        if (rec->output->grad == NULL)
+        if (rec->output->grad == NULL || (reached != NULL && !reached[i]))
             continue; /* no gradient reached this value */
+        if (reached != NULL)
+            mark_inputs_reached(tape, rec, reached);
 
         /* Allocate the inputs' adjoints here, so backward rules cannot
          * meet a failed allocation. */
