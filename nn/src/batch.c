@@ -117,12 +117,12 @@ nn_loader *nn_loader_new(ag_tensor *inputs, ag_tensor *targets,
         return NULL;
     }
 
-    nn_loader *loader = calloc(1, sizeof *loader);
-    size_t *order = malloc((n_samples > 0 ? n_samples : 1) * sizeof *order);
+    nn_loader *loader = ag_calloc(1, sizeof *loader);
+    size_t *order = ag_alloc((n_samples > 0 ? n_samples : 1) * sizeof *order);
     if (loader == NULL || order == NULL) {
         ag_set_error("nn_loader_new: out of memory for %zu sample indices", n_samples);
-        free(loader);
-        free(order);
+        ag_free(loader);
+        ag_free(order);
         return NULL;
     }
 
@@ -144,8 +144,8 @@ void nn_loader_free(nn_loader *loader)
 {
     if (loader == NULL)
         return;
-    free(loader->order);
-    free(loader);
+    ag_free(loader->order);
+    ag_free(loader);
 }
 
 size_t nn_loader_sample_count(const nn_loader *loader)

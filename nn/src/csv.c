@@ -90,7 +90,7 @@ static char *parse_name(csv_reader *r, const char **cursor, size_t column)
 {
     const char *p = *cursor;
     size_t cap = strlen(p) + 1;
-    char *name = malloc(cap);
+    char *name = ag_alloc(cap);
     size_t n = 0;
 
     if (name == NULL) {
@@ -107,7 +107,7 @@ static char *parse_name(csv_reader *r, const char **cursor, size_t column)
                 ag_set_error("%s: %s:%zu: column %zu: the quoted name has no "
                              "closing quote",
                              who, r->path, r->line_no, column);
-                free(name);
+                ag_free(name);
                 return NULL;
             }
             if (*p == '"' && p[1] == '"') {
@@ -126,7 +126,7 @@ static char *parse_name(csv_reader *r, const char **cursor, size_t column)
             ag_set_error("%s: %s:%zu: column %zu: unexpected text after the "
                          "closing quote",
                          who, r->path, r->line_no, column);
-            free(name);
+            ag_free(name);
             return NULL;
         }
     } else {
@@ -185,7 +185,7 @@ static int csv_read_header(csv_reader *r)
     while (cursor != NULL) {
         if (r->n_cols == cap) {
             size_t new_cap = cap == 0 ? 8 : 2 * cap;
-            char **grown = realloc(r->names, new_cap * sizeof *grown);
+            char **grown = ag_realloc(r->names, new_cap * sizeof *grown);
             if (grown == NULL) {
                 ag_set_error("%s: %s: out of memory reading the header", who, r->path);
                 return -1;
@@ -214,7 +214,7 @@ static int csv_append(csv_reader *r, double value)
 {
     if (r->n_values == r->values_cap) {
         size_t new_cap = r->values_cap == 0 ? 1024 : 2 * r->values_cap;
-        double *grown = realloc(r->values, new_cap * sizeof *grown);
+        double *grown = ag_realloc(r->values, new_cap * sizeof *grown);
         if (grown == NULL) {
             ag_set_error("%s: %s:%zu: out of memory for %zu values", who, r->path,
                          r->line_no, new_cap);
@@ -288,13 +288,13 @@ static void free_names(char **names, size_t n)
     if (names == NULL)
         return;
     for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+        ag_free(names[i]);
+    ag_free(names);
 }
 
 static nn_csv *csv_finish(csv_reader *r)
 {
-    nn_csv *csv = malloc(sizeof *csv);
+    nn_csv *csv = ag_alloc(sizeof *csv);
 
     if (csv == NULL) {
         ag_set_error("%s: %s: out of memory", who, r->path);
@@ -308,7 +308,7 @@ static nn_csv *csv_finish(csv_reader *r)
     csv->data = n_rows == 0 ? ag_zeros(NULL, r->dtype, 2, shape)
                             : ag_tensor_from_doubles(NULL, r->dtype, 2, shape, r->values);
     if (csv->data == NULL) {
-        free(csv);
+        ag_free(csv);
         return NULL;
     }
     csv->n_rows = n_rows;
@@ -351,8 +351,8 @@ nn_csv *nn_csv_load(const char *path, ag_dtype dtype)
 
 done:
     fclose(r.file);
-    free(r.line);
-    free(r.values);
+    free(r.line); /* getline's buffer comes from malloc */
+    ag_free(r.values);
     free_names(r.names, r.n_cols);
     return csv;
 }
@@ -363,7 +363,7 @@ void nn_csv_free(nn_csv *csv)
         return;
     ag_tensor_free(csv->data);
     free_names(csv->column_names, csv->n_cols);
-    free(csv);
+    ag_free(csv);
 }
 
 int nn_csv_column(const nn_csv *csv, const char *name)

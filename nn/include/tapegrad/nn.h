@@ -13,8 +13,8 @@
  *    the fix. A NULL tensor argument is taken as an earlier failure: the
  *    function returns NULL and keeps that failure's message.
  *  - The library frees only what it created or was explicitly handed
- *    (nn_params_add). nn objects are allocated with malloc, not with the
- *    allocator set by ag_set_allocator; the tensors they hold go through it.
+ *    (nn_params_add). nn objects and the tensors they hold are allocated
+ *    through the allocator set by ag_set_allocator (ag_alloc, ag_free).
  */
 #ifndef TAPEGRAD_NN_H
 #define TAPEGRAD_NN_H
