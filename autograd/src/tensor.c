@@ -49,8 +49,10 @@ static void tensor_init(ag_tensor *t, ag_tape *tape, ag_dtype dtype, int ndim,
 {
     t->dtype = dtype;
     t->ndim = ndim;
-    for (int i = 0; i < AG_MAX_DIMS; i++)
-        t->shape[i] = i < ndim ? shape[i] : 0;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+    for (int i = ndim; i < AG_MAX_DIMS; i++)
+        t->shape[i] = 0;
     t->numel = numel;
     t->data = data;
     t->grad = NULL;
@@ -59,6 +61,24 @@ static void tensor_init(ag_tensor *t, ag_tape *tape, ag_dtype dtype, int ndim,
     t->requires_grad = false;
     t->owns_data = tape == NULL;
     t->name[0] = '\0';
+}
+
+/* Allocates an arena tensor of a shape known to be valid, header and data
+ * in one bump. Returns NULL when out of memory, without a message. */
+static inline ag_tensor *arena_tensor(ag_tape *tape, ag_dtype dtype, int ndim,
+                                      const size_t *shape, size_t numel)
+{
+    size_t bytes = numel * ag_dtype_size(dtype);
+    size_t align = bytes < AG_ALIGN ? AG_SMALL_ALIGN : AG_ALIGN;
+    size_t header = (sizeof(ag_tensor) + (align - 1)) & ~(align - 1);
+
+    if (bytes > SIZE_MAX - header)
+        return NULL;
+
+    ag_tensor *t = ag_arena_alloc_aligned(&tape->arena, header + bytes, align);
+    if (t != NULL)
+        tensor_init(t, tape, dtype, ndim, shape, numel, (unsigned char *)t + header);
+    return t;
 }
 
 ag_tensor *ag_tensor_alloc(ag_tape *tape, ag_dtype dtype, int ndim,
@@ -76,21 +96,20 @@ ag_tensor *ag_tensor_alloc(ag_tape *tape, ag_dtype dtype, int ndim,
     /* One allocation holds the header and the data, so an op makes one
      * arena bump for its output and a heap tensor is released by one free. */
     size_t bytes = numel * ag_dtype_size(dtype);
-    size_t align = tape != NULL && bytes < AG_ALIGN ? AG_SMALL_ALIGN : AG_ALIGN;
-    size_t header = (sizeof(ag_tensor) + (align - 1)) & ~(align - 1);
     ag_tensor *t = NULL;
 
-    if (bytes <= SIZE_MAX - header) {
-        if (tape != NULL)
-            t = ag_arena_alloc_aligned(&tape->arena, header + bytes, align);
-        else
+    if (tape != NULL) {
+        t = arena_tensor(tape, dtype, ndim, shape, numel);
+    } else {
+        size_t header = (sizeof(ag_tensor) + (AG_ALIGN - 1)) & ~(size_t)(AG_ALIGN - 1);
+
+        if (bytes <= SIZE_MAX - header)
             t = ag_heap_alloc(header + bytes);
+        if (t != NULL)
+            tensor_init(t, NULL, dtype, ndim, shape, numel, (unsigned char *)t + header);
     }
-    if (t == NULL) {
+    if (t == NULL)
         ag_set_error("%s: out of memory for a tensor of %zu bytes", who, bytes);
-        return NULL;
-    }
-    tensor_init(t, tape, dtype, ndim, shape, numel, (unsigned char *)t + header);
     return t;
 }
 
@@ -331,11 +350,27 @@ ag_tensor *ag_grad_buffer(ag_tensor *t)
     if (t->grad != NULL)
         return t->grad;
 
-    ag_tensor *grad = ag_tensor_alloc(t->tape, t->dtype, t->ndim, t->shape,
-                                      "ag_backward");
+    /* t's shape was checked when t was made, so an arena adjoint skips the
+     * checks of ag_tensor_alloc. */
+    ag_tensor *grad;
+    if (t->tape != NULL) {
+        grad = arena_tensor(t->tape, t->dtype, t->ndim, t->shape, t->numel);
+        if (grad == NULL)
+            ag_set_error("ag_backward: out of memory for an adjoint of %zu elements",
+                         t->numel);
+    } else {
+        grad = ag_tensor_alloc(NULL, t->dtype, t->ndim, t->shape, "ag_backward");
+    }
     if (grad == NULL)
         return NULL;
-    memset(grad->data, 0, grad->numel * ag_dtype_size(grad->dtype));
+
+    /* A call to memset costs more than the store for a one-element adjoint. */
+    if (grad->numel == 1 && grad->dtype == AG_F64)
+        *(double *)grad->data = 0.0;
+    else if (grad->numel == 1)
+        *(float *)grad->data = 0.0f;
+    else
+        memset(grad->data, 0, grad->numel * ag_dtype_size(grad->dtype));
     t->grad = grad;
 
     /* ag_backward must zero this adjoint before its next sweep. */
