@@ -1,9 +1,11 @@
 /*
  * Losses. Most are compositions of autograd ops, so their gradients come
- * from the ops' backward rules. Two are custom ops registered through the
+ * from the ops' backward rules. Three are custom ops registered through the
  * public API, exactly as a user's op would be: binary cross-entropy, whose
- * clamped logs would give 0 * inf = NaN in a composed backward pass, and the
- * fused softmax cross-entropy, the hot path of classification training.
+ * clamped logs would give 0 * inf = NaN in a composed backward pass, binary
+ * cross-entropy on logits, whose composed form is inf - inf at infinite
+ * logits, and the fused softmax cross-entropy, the hot path of
+ * classification training.
  */
 #include <math.h>
 #include <stdio.h>
@@ -41,6 +43,21 @@ static int check_pair(const char *loss_name, ag_tensor *pred, ag_tensor *target)
     return 0;
 }
 
+/* Rejects an empty prediction for a loss that averages: its mean would be
+ * 0 / 0. */
+static int check_nonempty(const char *loss_name, const ag_tensor *pred)
+{
+    char sp[64];
+
+    if (ag_tensor_numel(pred) > 0)
+        return 0;
+    ag_set_error("%s: prediction of shape %s has no elements, so the mean over "
+                 "them is undefined; skip empty batches (or use "
+                 "nn_sum_of_squares_loss, which is 0 for them)",
+                 loss_name, ag_shape_str(pred, sp, sizeof sp));
+    return -1;
+}
+
 /* Registers `op` once per process, then checks that its name finds this
  * definition and not a user's op registered under the same name. */
 static int ensure_registered(const ag_op *op, once_flag *once, void (*register_once)(void))
@@ -59,7 +76,8 @@ static int ensure_registered(const ag_op *op, once_flag *once, void (*register_o
 
 ag_tensor *nn_mse_loss(ag_tape *tape, ag_tensor *pred, ag_tensor *target)
 {
-    if (check_pair("nn_mse_loss", pred, target) != 0)
+    if (check_pair("nn_mse_loss", pred, target) != 0 ||
+        check_nonempty("nn_mse_loss", pred) != 0)
         return NULL;
 
     ag_tensor *diff = ag_sub(tape, pred, target);
@@ -166,7 +184,8 @@ static void register_bce(void) { ag_op_register(&bce_op); }
 
 ag_tensor *nn_bce_loss(ag_tape *tape, ag_tensor *prob, ag_tensor *target)
 {
-    if (check_pair("nn_bce_loss", prob, target) != 0)
+    if (check_pair("nn_bce_loss", prob, target) != 0 ||
+        check_nonempty("nn_bce_loss", prob) != 0)
         return NULL;
     if (ensure_registered(&bce_op, &bce_once, register_bce) != 0)
         return NULL;
@@ -178,15 +197,83 @@ ag_tensor *nn_bce_loss(ag_tape *tape, ag_tensor *prob, ag_tensor *target)
 
 /* ---- binary cross-entropy on logits --------------------------------------- */
 
+/* l = max(a, 0) - a y + log(1 + exp(-|a|)), which never overflows. At
+ * a = +-inf the finite form gives inf - inf, so the limit is taken instead:
+ * l = w inf with w = 1 - y at +inf and w = y at -inf, and l = 0 when w = 0
+ * (a certain, correct prediction). */
+static double bce_logits_term(double a, double y)
+{
+    if (isinf(a)) {
+        double weight = a > 0 ? 1.0 - y : y;
+        return weight == 0.0 ? 0.0 : weight * INFINITY;
+    }
+    return fmax(a, 0.0) - a * y + log1p(exp(-fabs(a)));
+}
+
+/* sigmoid(a) from exp(-|a|), which lies in (0, 1], so nothing overflows. */
+static double stable_sigmoid(double a)
+{
+    double e = exp(-fabs(a));
+    return a >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+
+static int bce_logits_forward(ag_tape *tape, ag_record *rec)
+{
+    (void)tape;
+    ag_tensor *a = rec->inputs[0];
+    ag_tensor *y = rec->inputs[1];
+    size_t n = ag_tensor_numel(a);
+
+    for (size_t i = 0; i < n; i++)
+        ag_tensor_set(rec->output, i, bce_logits_term(ag_tensor_get(a, i), ag_tensor_get(y, i)));
+    return 0;
+}
+
+/* dl/da = sigmoid(a) - y, finite at a = +-inf too, and dl/dy = -a. */
+static int bce_logits_backward(ag_tape *tape, ag_record *rec)
+{
+    ag_tensor *a = rec->inputs[0];
+    ag_tensor *y = rec->inputs[1];
+    ag_tensor *gout = ag_tensor_grad(rec->output);
+    ag_tensor *ga = ag_input_grad(tape, rec, 0);
+    ag_tensor *gy = ag_input_grad(tape, rec, 1);
+    size_t n = ag_tensor_numel(a);
+
+    for (size_t i = 0; i < n; i++) {
+        double ai = ag_tensor_get(a, i);
+        double g = ag_tensor_get(gout, i);
+
+        if (ga != NULL) {
+            double d = stable_sigmoid(ai) - ag_tensor_get(y, i);
+            ag_tensor_set(ga, i, ag_tensor_get(ga, i) + g * d);
+        }
+        if (gy != NULL)
+            ag_tensor_set(gy, i, ag_tensor_get(gy, i) - g * ai);
+    }
+    return 0;
+}
+
+static const ag_op bce_logits_op = {
+    .name = "nn_binary_cross_entropy_with_logits",
+    .n_inputs = 2,
+    .shape = same_shape_rule,
+    .forward = bce_logits_forward,
+    .backward = bce_logits_backward,
+};
+
+static once_flag bce_logits_once = ONCE_FLAG_INIT;
+static void register_bce_logits(void) { ag_op_register(&bce_logits_op); }
+
 ag_tensor *nn_bce_with_logits_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *target)
 {
-    if (check_pair("nn_bce_with_logits_loss", logits, target) != 0)
+    if (check_pair("nn_bce_with_logits_loss", logits, target) != 0 ||
+        check_nonempty("nn_bce_with_logits_loss", logits) != 0)
+        return NULL;
+    if (ensure_registered(&bce_logits_op, &bce_logits_once, register_bce_logits) != 0)
         return NULL;
 
-    /* max(a, 0) - a y + log(1 + exp(-|a|)) = softplus(a) - a y, and
-     * ag_softplus evaluates the left-hand form, which never overflows. */
-    ag_tensor *terms = ag_sub(tape, ag_softplus(tape, logits), ag_mul(tape, logits, target));
-    return ag_mean(tape, terms);
+    ag_tensor *inputs[2] = {logits, target};
+    return ag_mean(tape, ag_apply(tape, &bce_logits_op, 2, inputs, 0, NULL));
 }
 
 /* ---- fused softmax cross-entropy ------------------------------------------ */
@@ -248,8 +335,20 @@ typedef struct cross_entropy_saved {
  * the row maximum, so no exp overflows; a row of -inf gives -inf.
  * The backward pass adds g (softmax(a_r)_c - [c == c_r]) / B, with the
  * softmax taken as exp(a_r,c - logsumexp(a_r)).
+ *
+ * A row holding +inf takes the limit in which its k infinite logits grow
+ * together, as ag_logsumexp does: the softmax is 1/k on them and 0
+ * elsewhere, and the row's loss is log k when the label's logit is +inf
+ * and inf otherwise. The plain formulas would give inf - inf = NaN.
  */
 #define CROSS_ENTROPY_KERNELS(T)                                                \
+    static size_t count_pos_inf_##T(const T *row, size_t classes)               \
+    {                                                                           \
+        size_t k = 0;                                                           \
+        for (size_t c = 0; c < classes; c++)                                    \
+            k += row[c] == (T)INFINITY;                                         \
+        return k;                                                               \
+    }                                                                           \
     static double cross_entropy_forward_##T(const T *logits, size_t batch,      \
                                             size_t classes,                     \
                                             cross_entropy_saved *saved)         \
@@ -258,15 +357,23 @@ typedef struct cross_entropy_saved {
                                                                                 \
         for (size_t r = 0; r < batch; r++) {                                    \
             const T *row = logits + r * classes;                                \
+            const double label_logit = (double)row[saved->labels[r]];           \
             double m = -INFINITY;                                               \
             double sum = 0.0;                                                   \
                                                                                 \
             for (size_t c = 0; c < classes; c++)                                \
                 m = fmax(m, (double)row[c]);                                    \
+            if (m == INFINITY) {                                                \
+                saved->logsumexp[r] = m;                                        \
+                total += label_logit == m                                       \
+                             ? log((double)count_pos_inf_##T(row, classes))     \
+                             : INFINITY;                                        \
+                continue;                                                       \
+            }                                                                   \
             for (size_t c = 0; c < classes && !isinf(m); c++)                   \
                 sum += exp((double)row[c] - m);                                 \
             saved->logsumexp[r] = isinf(m) ? m : m + log(sum);                  \
-            total += saved->logsumexp[r] - (double)row[saved->labels[r]];       \
+            total += saved->logsumexp[r] - label_logit;                         \
         }                                                                       \
         return total;                                                           \
     }                                                                           \
@@ -278,9 +385,15 @@ typedef struct cross_entropy_saved {
         for (size_t r = 0; r < batch; r++) {                                    \
             const T *row = logits + r * classes;                                \
             T *grad_row = grad + r * classes;                                   \
+            const double lse = saved->logsumexp[r];                             \
+            const double share =                                                \
+                lse == INFINITY ? 1.0 / (double)count_pos_inf_##T(row, classes) \
+                                : 0.0;                                          \
                                                                                 \
             for (size_t c = 0; c < classes; c++) {                              \
-                double softmax = exp((double)row[c] - saved->logsumexp[r]);     \
+                double softmax = lse == INFINITY                                \
+                                     ? (row[c] == (T)INFINITY ? share : 0.0)    \
+                                     : exp((double)row[c] - lse);               \
                 double onehot = c == saved->labels[r] ? 1.0 : 0.0;              \
                 grad_row[c] += (T)(scale * (softmax - onehot));                 \
             }                                                                   \
@@ -315,7 +428,7 @@ static int cross_entropy_forward(ag_tape *tape, ag_record *rec)
     else
         total = cross_entropy_forward_double(ag_tensor_data(logits), batch, classes, saved);
     rec->saved = saved;
-    ag_tensor_set(rec->output, 0, total / (double)batch); /* NaN when batch is 0 */
+    ag_tensor_set(rec->output, 0, total / (double)batch);
     return 0;
 }
 
@@ -361,6 +474,8 @@ ag_tensor *nn_cross_entropy_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *la
                      ag_tensor_dtype(labels) == AG_F32 ? "f32" : "f64");
         return NULL;
     }
+    if (check_nonempty("nn_cross_entropy_loss", logits) != 0)
+        return NULL;
     if (ensure_registered(&cross_entropy_op, &cross_entropy_once,
                           register_cross_entropy) != 0)
         return NULL;

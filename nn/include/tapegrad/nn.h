@@ -213,7 +213,10 @@ const nn_dense *nn_mlp_layer(const nn_mlp *mlp, int i);
  * so that ag_backward(tape, loss, NULL) fills the gradients. Prediction and
  * target must have the same dtype and exactly the same shape: losses do not
  * broadcast, so (N x 1) against (N) is an error. Below, N is the number of
- * elements of the prediction, f its elements and y the target's.
+ * elements of the prediction, f its elements and y the target's. The losses
+ * that average (mse, bce, bce_with_logits, cross_entropy) reject an empty
+ * prediction with an error, since their mean would be 0 / 0; the sums
+ * (sum_of_squares, gaussian_nll) are 0 for it.
  */
 
 /* Mean squared error: (1/N) sum_i (f_i - y_i)^2. */
@@ -236,7 +239,11 @@ ag_tensor *nn_bce_loss(ag_tape *tape, ag_tensor *prob, ag_tensor *target);
 /* Binary cross-entropy on logits a, in the overflow-free form
  * (1/N) sum_i [max(a_i, 0) - a_i y_i + log(1 + exp(-|a_i|))],
  * which equals the cross-entropy of sigmoid(a_i) against y_i. Its gradient
- * is (sigmoid(a_i) - y_i) / N. */
+ * is (sigmoid(a_i) - y_i) / N. An infinite logit gives the limit: the term
+ * is 0 for a = +inf, y = 1 and for a = -inf, y = 0, and +inf when the
+ * target has weight on the other side (PyTorch 1.13 gives NaN for three of
+ * those four cases). Computed by the op "nn_binary_cross_entropy_with_logits"
+ * (registered on first use), whose backward pass is not itself recorded. */
 ag_tensor *nn_bce_with_logits_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *target);
 
 /* Softmax cross-entropy over classes:
@@ -246,10 +253,14 @@ ag_tensor *nn_bce_with_logits_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *
  * taken from the max-shifted row, so logits of any size give a finite loss.
  * The gradient is (softmax(a_r) - onehot(c_r)) / B, computed by the fused op
  * "nn_softmax_cross_entropy" (registered with ag_op_register on first use);
- * labels get no gradient. B = 0 gives NaN, as a mean over nothing does. Returns
- * NULL with an error naming the row and value for a label that is not an
- * integer or is out of range, and when the dtypes differ. The backward pass of the fused op is not
- * itself recorded, so second derivatives through it are not available. */
+ * labels get no gradient. A row holding +inf logits takes the limit in
+ * which they grow together (PyTorch 1.13 gives NaN): its loss is log k when
+ * the label is one of the k infinite logits and +inf otherwise, and its
+ * softmax is 1/k on them. A row of all -inf has no limit and gives NaN.
+ * Returns NULL with an error for an empty batch (B = 0), for a label that is
+ * not an integer or is out of range (naming the row and value), and when the
+ * dtypes differ. The backward pass of the fused op is not itself recorded,
+ * so second derivatives through it are not available. */
 ag_tensor *nn_cross_entropy_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *labels);
 
 /* Negative log-likelihood of y under N(f, sigma^2) for every element,
