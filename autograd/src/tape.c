@@ -253,13 +253,17 @@ ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
     /* Every field is set here; unused inputs and params are zero. */
     rec->op = op;
     rec->n_inputs = n_inputs;
+    /* Clearing the whole arrays first takes a few fixed-size stores; GCC
+     * would turn a loop over the unused tail into a call to memset. */
+    memset(rec->inputs, 0, sizeof rec->inputs);
+    memset(rec->params, 0, sizeof rec->params);
     bool needs_grad = false;
-    for (int i = 0; i < AG_MAX_INPUTS; i++) {
-        rec->inputs[i] = i < n_inputs ? inputs[i] : NULL;
-        needs_grad = needs_grad || (i < n_inputs && inputs[i]->requires_grad);
+    for (int i = 0; i < n_inputs; i++) {
+        rec->inputs[i] = inputs[i];
+        needs_grad |= inputs[i]->requires_grad;
     }
-    for (int i = 0; i < AG_MAX_PARAMS; i++)
-        rec->params[i] = i < n_params ? params[i] : 0.0;
+    for (int i = 0; i < n_params; i++)
+        rec->params[i] = params[i];
     rec->output = NULL;
     rec->saved = NULL;
     rec->index = 0;

@@ -49,10 +49,9 @@ static void tensor_init(ag_tensor *t, ag_tape *tape, ag_dtype dtype, int ndim,
 {
     t->dtype = dtype;
     t->ndim = ndim;
+    memset(t->shape, 0, sizeof t->shape); /* fixed size: inlined stores */
     for (int i = 0; i < ndim; i++)
         t->shape[i] = shape[i];
-    for (int i = ndim; i < AG_MAX_DIMS; i++)
-        t->shape[i] = 0;
     t->numel = numel;
     t->data = data;
     t->grad = NULL;
