@@ -393,7 +393,8 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
      * adjoint is made on the tape, none exists to zero, which spares the
      * usual single call per step a pass over every record. */
     size_t last = output->record != NULL ? output->record->index : 0;
-    if (output->record != NULL && tape->has_adjoints) {
+    bool had_adjoints = tape->has_adjoints; /* seed_output makes one */
+    if (output->record != NULL && had_adjoints) {
         for (size_t i = 0; i <= last; i++)
             ag_tensor_zero_grad(tape->records[i]->output);
     }
@@ -410,7 +411,7 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
      * so they mark the records that lead to `output`: a branch the output
      * does not use must not add 0 * inf = NaN into a shared input. */
     bool *reached = NULL;
-    if (tape->has_adjoints) {
+    if (had_adjoints) {
         reached = ag_tape_alloc(tape, last + 1);
         if (reached == NULL)
             return -1;
