@@ -15,6 +15,13 @@
 #define AG_ALIGN 64
 #define AG_SMALL_ALIGN 16
 
+/* Marks an error path, which GCC and Clang then keep out of the hot code. */
+#if defined(__GNUC__)
+#define AG_COLD __attribute__((cold, noinline))
+#else
+#define AG_COLD
+#endif
+
 struct ag_tensor {
     ag_dtype dtype;
     int ndim;

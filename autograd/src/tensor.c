@@ -446,11 +446,28 @@ int ag_shape_like_input(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t
 
     *dtype = x->dtype;
     *ndim = x->ndim;
-    memcpy(shape, x->shape, (size_t)x->ndim * sizeof(size_t));
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = x->shape[i]; /* a loop: a call to memcpy costs more */
     return 0;
 }
 
 /* ---- broadcasting --------------------------------------------------------- */
+
+/* Sets the error for shapes that do not broadcast at dimension `dim`
+ * (counted from the end, so -1 is the last). Out of line, so that the loop
+ * of ag_broadcast_shape needs no stack buffers. */
+AG_COLD static int broadcast_error(const char *op, const ag_tensor *a, const ag_tensor *b,
+                                   int dim, size_t da, size_t db)
+{
+    char sa[64];
+    char sb[64];
+
+    ag_set_error("ag_%s: shapes %s and %s cannot be broadcast: dimension %d "
+                 "is %zu against %zu; sizes must match or one must be 1",
+                 op, ag_shape_str(a, sa, sizeof sa), ag_shape_str(b, sb, sizeof sb),
+                 dim, da, db);
+    return -1;
+}
 
 int ag_broadcast_shape(const char *op, const ag_tensor *a, const ag_tensor *b,
                        int *ndim, size_t *shape)
@@ -464,15 +481,8 @@ int ag_broadcast_shape(const char *op, const ag_tensor *a, const ag_tensor *b,
         size_t da = ia >= 0 ? a->shape[ia] : 1;
         size_t db = ib >= 0 ? b->shape[ib] : 1;
 
-        if (da != db && da != 1 && db != 1) {
-            char sa[64];
-            char sb[64];
-            ag_set_error("ag_%s: shapes %s and %s cannot be broadcast: dimension %d "
-                         "is %zu against %zu; sizes must match or one must be 1",
-                         op, ag_shape_str(a, sa, sizeof sa), ag_shape_str(b, sb, sizeof sb),
-                         i - n, da, db);
-            return -1;
-        }
+        if (da != db && da != 1 && db != 1)
+            return broadcast_error(op, a, b, i - n, da, db);
         shape[i] = da == 1 ? db : da;
     }
     *ndim = n;
