@@ -154,6 +154,14 @@ extern const ag_op ag_op_matmul, ag_op_linear, ag_op_transpose, ag_op_reshape;
 extern const ag_op ag_op_sum, ag_op_mean, ag_op_max, ag_op_sum_axis,
     ag_op_mean_axis, ag_op_max_axis, ag_op_logsumexp, ag_op_logsumexp_axis,
     ag_op_softmax, ag_op_log_softmax;
+/* Ops of the differentiable backward rules (ops_derivative.c). */
+extern const ag_op ag_op_expand_as, ag_op_sum_to, ag_op_masked,
+    ag_op_abs_derivative, ag_op_relu_derivative, ag_op_clamp_derivative,
+    ag_op_nonzero_mask, ag_op_maximum_derivative, ag_op_max_mask,
+    ag_op_pow_exponent_mask;
+
+/* x where `mask` (broadcast to x's shape) is nonzero, and 0 elsewhere. */
+ag_tensor *ag_masked(ag_tape *tape, ag_tensor *x, ag_tensor *mask);
 
 /* Shorthands for ops with one or two inputs. */
 static inline ag_tensor *ag_apply1(ag_tape *tape, const ag_op *op, ag_tensor *x,

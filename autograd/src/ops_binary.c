@@ -283,12 +283,16 @@ static void layout_init(bcast_layout *lay, const ag_tensor *a, const ag_tensor *
         }                                                                         \
         return 0;                                                                 \
     }                                                                             \
+    static int NAME##_backward_graph(ag_tape *tape, const ag_record *rec,         \
+                                     ag_tensor *g, const bool *needs_grad,        \
+                                     ag_tensor **grad_inputs);                    \
     const ag_op ag_op_##NAME = {                                                  \
         .name = #NAME,                                                            \
         .n_inputs = 2,                                                            \
         .shape = broadcast_shape,                                                 \
         .forward = NAME##_forward,                                                \
         .backward = NAME##_backward,                                              \
+        .backward_graph = NAME##_backward_graph,                                  \
     };
 
 /* Shape rule of every binary op: the broadcast of the two input shapes. */
@@ -322,6 +326,70 @@ BINARY_OP(maximum, a != a ? a : (a > b ? a : b),
 BINARY_OP(minimum, a != a ? a : (a < b ? a : b),
           (T)1 - (T)(a > b) - (T)0.5 * (T)(a == b),
           (T)1 - (T)(a < b) - (T)0.5 * (T)(a == b))
+
+/* ---- differentiable backward rules ---------------------------------------- */
+
+/* GRAD_A and GRAD_B build g * dy/da and g * dy/db from ops, at the output's
+ * shape; ag_sum_to then sums each over the dimensions its operand was
+ * broadcast along. */
+#define BINARY_GRAPH_RULE(NAME, GRAD_A, GRAD_B)                                   \
+    static int NAME##_backward_graph(ag_tape *tape, const ag_record *rec,         \
+                                     ag_tensor *g, const bool *needs_grad,        \
+                                     ag_tensor **grad_inputs)                     \
+    {                                                                             \
+        ag_tensor *a = rec->inputs[0];                                            \
+        ag_tensor *b = rec->inputs[1];                                            \
+        ag_tensor *y = rec->output;                                               \
+        (void)y;                                                                  \
+        if (needs_grad[0]) {                                                      \
+            grad_inputs[0] = ag_sum_to(tape, (GRAD_A), a);                        \
+            if (grad_inputs[0] == NULL)                                           \
+                return -1;                                                        \
+        }                                                                         \
+        if (needs_grad[1]) {                                                      \
+            grad_inputs[1] = ag_sum_to(tape, (GRAD_B), b);                        \
+            if (grad_inputs[1] == NULL)                                           \
+                return -1;                                                        \
+        }                                                                         \
+        return 0;                                                                 \
+    }
+
+/* d maximum(a, b)/da, a constant; called with (b, a) it gives d/db. */
+static ag_tensor *maximum_share(ag_tape *tape, ag_tensor *a, ag_tensor *b)
+{
+    return ag_apply2(tape, &ag_op_maximum_derivative, a, b);
+}
+
+/* d(a^b)/da = b a^(b-1), kept at 0 where b == 0 even when a^(b-1) is inf. */
+static ag_tensor *pow_base_slope(ag_tape *tape, ag_tensor *a, ag_tensor *b)
+{
+    ag_tensor *slope = ag_mul(tape, b, ag_pow(tape, a, ag_add_scalar(tape, b, -1.0)));
+
+    return ag_masked(tape, slope, ag_apply1(tape, &ag_op_nonzero_mask, b, 0, NULL));
+}
+
+/* d(a^b)/db = a^b log a, kept at 0 where a == 0 and b >= 0 (log a = -inf).
+ * NOTE: the mask stops the value, not the derivative of the masked-out
+ * branch: where a == 0 exactly, second derivatives through log a are NaN, as
+ * with where() in PyTorch. */
+static ag_tensor *pow_exponent_slope(ag_tape *tape, ag_tensor *a, ag_tensor *b,
+                                     ag_tensor *y)
+{
+    ag_tensor *slope = ag_mul(tape, y, ag_log(tape, a));
+
+    return ag_masked(tape, slope, ag_apply2(tape, &ag_op_pow_exponent_mask, a, b));
+}
+
+BINARY_GRAPH_RULE(add, g, g)
+BINARY_GRAPH_RULE(sub, g, ag_neg(tape, g))
+BINARY_GRAPH_RULE(mul, ag_mul(tape, g, b), ag_mul(tape, g, a))
+BINARY_GRAPH_RULE(div, ag_div(tape, g, b), ag_mul(tape, g, ag_div(tape, ag_neg(tape, y), b)))
+BINARY_GRAPH_RULE(pow, ag_mul(tape, g, pow_base_slope(tape, a, b)),
+                  ag_mul(tape, g, pow_exponent_slope(tape, a, b, y)))
+BINARY_GRAPH_RULE(maximum, ag_mul(tape, g, maximum_share(tape, a, b)),
+                  ag_mul(tape, g, maximum_share(tape, b, a)))
+BINARY_GRAPH_RULE(minimum, ag_mul(tape, g, maximum_share(tape, b, a)),
+                  ag_mul(tape, g, maximum_share(tape, a, b)))
 
 /* ---- public entry points -------------------------------------------------- */
 

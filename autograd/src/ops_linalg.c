@@ -340,12 +340,33 @@ static int matmul_backward(ag_tape *tape, ag_record *rec)
     return 0;
 }
 
+/* dA = dC B^T and dB = A^T dC, built from ops. */
+static int matmul_backward_graph(ag_tape *tape, const ag_record *rec, ag_tensor *g,
+                                 const bool *needs_grad, ag_tensor **grad_inputs)
+{
+    ag_tensor *a = rec->inputs[0];
+    ag_tensor *b = rec->inputs[1];
+
+    if (needs_grad[0]) {
+        grad_inputs[0] = ag_matmul(tape, g, ag_transpose(tape, b));
+        if (grad_inputs[0] == NULL)
+            return -1;
+    }
+    if (needs_grad[1]) {
+        grad_inputs[1] = ag_matmul(tape, ag_transpose(tape, a), g);
+        if (grad_inputs[1] == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 const ag_op ag_op_matmul = {
     .name = "matmul",
     .n_inputs = 2,
     .shape = matmul_shape,
     .forward = matmul_forward,
     .backward = matmul_backward,
+    .backward_graph = matmul_backward_graph,
 };
 
 /* ---- linear: S = xW + b --------------------------------------------------- */
@@ -456,12 +477,39 @@ static int linear_backward(ag_tape *tape, ag_record *rec)
     return 0;
 }
 
+/* dx = dS W^T, dW = x^T dS and db = the column sums of dS in b's shape,
+ * built from ops. */
+static int linear_backward_graph(ag_tape *tape, const ag_record *rec, ag_tensor *g,
+                                 const bool *needs_grad, ag_tensor **grad_inputs)
+{
+    ag_tensor *x = rec->inputs[0];
+    ag_tensor *w = rec->inputs[1];
+
+    if (needs_grad[0]) {
+        grad_inputs[0] = ag_matmul(tape, g, ag_transpose(tape, w));
+        if (grad_inputs[0] == NULL)
+            return -1;
+    }
+    if (needs_grad[1]) {
+        grad_inputs[1] = ag_matmul(tape, ag_transpose(tape, x), g);
+        if (grad_inputs[1] == NULL)
+            return -1;
+    }
+    if (needs_grad[2]) {
+        grad_inputs[2] = ag_sum_to(tape, g, rec->inputs[2]);
+        if (grad_inputs[2] == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 const ag_op ag_op_linear = {
     .name = "linear",
     .n_inputs = 3,
     .shape = linear_shape,
     .forward = linear_forward,
     .backward = linear_backward,
+    .backward_graph = linear_backward_graph,
 };
 
 /* ---- transpose ------------------------------------------------------------ */
@@ -545,12 +593,24 @@ static int transpose_backward(ag_tape *tape, ag_record *rec)
     return 0;
 }
 
+static int transpose_backward_graph(ag_tape *tape, const ag_record *rec,
+                                    ag_tensor *g, const bool *needs_grad,
+                                    ag_tensor **grad_inputs)
+{
+    (void)rec;
+    if (!needs_grad[0])
+        return 0;
+    grad_inputs[0] = ag_transpose(tape, g);
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
+
 const ag_op ag_op_transpose = {
     .name = "transpose",
     .n_inputs = 1,
     .shape = transpose_shape,
     .forward = transpose_forward,
     .backward = transpose_backward,
+    .backward_graph = transpose_backward_graph,
 };
 
 /* ---- reshape -------------------------------------------------------------- */
@@ -600,12 +660,24 @@ static int reshape_backward(ag_tape *tape, ag_record *rec)
     return 0;
 }
 
+static int reshape_backward_graph(ag_tape *tape, const ag_record *rec, ag_tensor *g,
+                                  const bool *needs_grad, ag_tensor **grad_inputs)
+{
+    const ag_tensor *x = rec->inputs[0];
+
+    if (!needs_grad[0])
+        return 0;
+    grad_inputs[0] = ag_reshape(tape, g, x->ndim, x->shape);
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
+
 const ag_op ag_op_reshape = {
     .name = "reshape",
     .n_inputs = 1,
     .shape = reshape_shape,
     .forward = reshape_forward,
     .backward = reshape_backward,
+    .backward_graph = reshape_backward_graph,
 };
 
 /* Writes a shape given as an array as "(2x3)" into buf, like ag_shape_str. */

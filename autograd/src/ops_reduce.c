@@ -313,6 +313,66 @@ static int max_backward(ag_tape *tape, ag_record *rec, reduce_view v)
     return 0;
 }
 
+/* ---- differentiable backward rules ---------------------------------------- */
+
+/* Reshapes t, of the output's shape, to x's shape with the reduced axis kept
+ * at size 1, so it broadcasts against x. A reduction over all elements has
+ * output shape (1), which broadcasts already. */
+static ag_tensor *with_kept_axis(ag_tape *tape, const ag_record *rec, reduce_view v,
+                                 ag_tensor *t)
+{
+    const ag_tensor *x = rec->inputs[0];
+    size_t shape[AG_MAX_DIMS];
+
+    if (v.axis < 0)
+        return t;
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = i == v.axis ? 1 : x->shape[i];
+    return ag_reshape(tape, t, x->ndim, shape);
+}
+
+/* Every element of a slice gets the slice's gradient: dx = g broadcast. */
+static int sum_backward_graph(ag_tape *tape, const ag_record *rec, ag_tensor *g,
+                              const bool *needs_grad, ag_tensor **grad_inputs,
+                              reduce_view v)
+{
+    if (!needs_grad[0])
+        return 0;
+    grad_inputs[0] = ag_expand_as(tape, with_kept_axis(tape, rec, v, g), rec->inputs[0]);
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
+
+/* dx = g / n broadcast; an empty slice has no elements to receive it. */
+static int mean_backward_graph(ag_tape *tape, const ag_record *rec, ag_tensor *g,
+                               const bool *needs_grad, ag_tensor **grad_inputs,
+                               reduce_view v)
+{
+    if (!needs_grad[0] || v.n == 0)
+        return 0;
+    ag_tensor *spread = ag_expand_as(tape, with_kept_axis(tape, rec, v, g), rec->inputs[0]);
+    grad_inputs[0] = ag_mul_scalar(tape, spread, 1.0 / (double)v.n);
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
+
+/* dx = g * [x == max] / (number of tied maxima), as the kernel shares it.
+ * The weights are constants, so the second derivative is 0, as it is for
+ * any piecewise linear function. */
+static int max_backward_graph(ag_tape *tape, const ag_record *rec, ag_tensor *g,
+                              const bool *needs_grad, ag_tensor **grad_inputs,
+                              reduce_view v)
+{
+    ag_tensor *x = rec->inputs[0];
+
+    if (!needs_grad[0])
+        return 0;
+    ag_tensor *y = with_kept_axis(tape, rec, v, rec->output);
+    ag_tensor *is_max = ag_apply2(tape, &ag_op_max_mask, x, y);
+    ag_tensor *count = v.axis < 0 ? ag_sum(tape, is_max) : ag_sum_axis(tape, is_max, v.axis, true);
+    ag_tensor *share = ag_div(tape, is_max, count);
+    grad_inputs[0] = ag_mul(tape, share, with_kept_axis(tape, rec, v, g));
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
+
 /* ---- op definitions ------------------------------------------------------- */
 
 /* Defines ag_op_NAME (over all elements, shape (1)) and ag_op_NAME_axis
@@ -336,12 +396,27 @@ static int max_backward(ag_tape *tape, ag_record *rec, reduce_view v)
     {                                                                          \
         return NAME##_backward(tape, rec, view_axis(rec));                     \
     }                                                                          \
+    static int NAME##_all_backward_graph(ag_tape *tape, const ag_record *rec,  \
+                                         ag_tensor *g, const bool *needs_grad, \
+                                         ag_tensor **grad_inputs)              \
+    {                                                                          \
+        return NAME##_backward_graph(tape, rec, g, needs_grad, grad_inputs,    \
+                                     view_all(rec));                           \
+    }                                                                          \
+    static int NAME##_axis_backward_graph(ag_tape *tape, const ag_record *rec, \
+                                          ag_tensor *g, const bool *needs_grad, \
+                                          ag_tensor **grad_inputs)             \
+    {                                                                          \
+        return NAME##_backward_graph(tape, rec, g, needs_grad, grad_inputs,    \
+                                     view_axis(rec));                          \
+    }                                                                          \
     const ag_op ag_op_##NAME = {                                               \
         .name = #NAME,                                                         \
         .n_inputs = 1,                                                         \
         .shape = all_shape,                                                    \
         .forward = NAME##_all_forward,                                         \
         .backward = NAME##_all_backward,                                       \
+        .backward_graph = NAME##_all_backward_graph,                           \
     };                                                                         \
     const ag_op ag_op_##NAME##_axis = {                                        \
         .name = #NAME "_axis",                                                 \
@@ -349,6 +424,7 @@ static int max_backward(ag_tape *tape, ag_record *rec, reduce_view v)
         .shape = axis_shape,                                                   \
         .forward = NAME##_axis_forward,                                        \
         .backward = NAME##_axis_backward,                                      \
+        .backward_graph = NAME##_axis_backward_graph,                          \
     };
 
 REDUCTION_OPS(sum)

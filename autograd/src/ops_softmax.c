@@ -381,6 +381,83 @@ static int logsumexp_axis_backward(ag_tape *tape, ag_record *rec)
     return logsumexp_backward(tape, rec, view_axis(rec));
 }
 
+/* ---- differentiable backward rules ---------------------------------------- */
+
+/* Reshapes t to x's shape with `axis` kept at size 1, so it broadcasts
+ * against x along the slices. */
+static ag_tensor *with_kept_axis(ag_tape *tape, const ag_record *rec, int axis,
+                                 ag_tensor *t)
+{
+    const ag_tensor *x = rec->inputs[0];
+    size_t shape[AG_MAX_DIMS];
+
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = i == axis ? 1 : x->shape[i];
+    return ag_reshape(tape, t, x->ndim, shape);
+}
+
+/* d logsumexp(x)/dx = softmax(x) along the reduced slices, so dx = g *
+ * softmax(x) with g broadcast over each slice. Over all elements, softmax
+ * runs on x flattened.
+ * NOTE: a slice holding an infinity gives NaN here (softmax is NaN there),
+ * where the kernel returns the limit: 0 for all -inf, or the share of the
+ * +inf elements. */
+static int logsumexp_all_backward_graph(ag_tape *tape, const ag_record *rec,
+                                        ag_tensor *g, const bool *needs_grad,
+                                        ag_tensor **grad_inputs)
+{
+    ag_tensor *x = rec->inputs[0];
+
+    if (!needs_grad[0])
+        return 0;
+    ag_tensor *flat = ag_reshape(tape, x, AG_SHAPE(x->numel));
+    ag_tensor *p = ag_reshape(tape, ag_softmax(tape, flat, 0), x->ndim, x->shape);
+    grad_inputs[0] = ag_mul(tape, p, g);
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
+
+static int logsumexp_axis_backward_graph(ag_tape *tape, const ag_record *rec,
+                                         ag_tensor *g, const bool *needs_grad,
+                                         ag_tensor **grad_inputs)
+{
+    int axis = axis_param(rec);
+
+    if (!needs_grad[0])
+        return 0;
+    ag_tensor *p = ag_softmax(tape, rec->inputs[0], axis);
+    grad_inputs[0] = ag_mul(tape, p, with_kept_axis(tape, rec, axis, g));
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
+
+/* dx = y * (g - sum_j g_j y_j), from the output y. */
+static int softmax_backward_graph(ag_tape *tape, const ag_record *rec, ag_tensor *g,
+                                  const bool *needs_grad, ag_tensor **grad_inputs)
+{
+    ag_tensor *y = rec->output;
+    int axis = axis_param(rec);
+
+    if (!needs_grad[0])
+        return 0;
+    ag_tensor *dot = ag_sum_axis(tape, ag_mul(tape, g, y), axis, true);
+    grad_inputs[0] = ag_mul(tape, y, ag_sub(tape, g, dot));
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
+
+/* dx = g - exp(y) * sum_j g_j, with exp(y) = softmax(x). */
+static int log_softmax_backward_graph(ag_tape *tape, const ag_record *rec,
+                                      ag_tensor *g, const bool *needs_grad,
+                                      ag_tensor **grad_inputs)
+{
+    ag_tensor *y = rec->output;
+    int axis = axis_param(rec);
+
+    if (!needs_grad[0])
+        return 0;
+    ag_tensor *total = ag_sum_axis(tape, g, axis, true);
+    grad_inputs[0] = ag_sub(tape, g, ag_mul(tape, ag_exp(tape, y), total));
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
+
 /* ---- op definitions ------------------------------------------------------- */
 
 const ag_op ag_op_logsumexp = {
@@ -389,6 +466,7 @@ const ag_op ag_op_logsumexp = {
     .shape = logsumexp_shape,
     .forward = logsumexp_all_forward,
     .backward = logsumexp_all_backward,
+    .backward_graph = logsumexp_all_backward_graph,
 };
 
 const ag_op ag_op_logsumexp_axis = {
@@ -397,6 +475,7 @@ const ag_op ag_op_logsumexp_axis = {
     .shape = logsumexp_axis_shape,
     .forward = logsumexp_axis_forward,
     .backward = logsumexp_axis_backward,
+    .backward_graph = logsumexp_axis_backward_graph,
 };
 
 const ag_op ag_op_softmax = {
@@ -405,6 +484,7 @@ const ag_op ag_op_softmax = {
     .shape = softmax_shape,
     .forward = softmax_forward,
     .backward = softmax_backward,
+    .backward_graph = softmax_backward_graph,
 };
 
 const ag_op ag_op_log_softmax = {
@@ -413,6 +493,7 @@ const ag_op ag_op_log_softmax = {
     .shape = softmax_shape,
     .forward = log_softmax_forward,
     .backward = log_softmax_backward,
+    .backward_graph = log_softmax_backward_graph,
 };
 
 /* ---- public entry points -------------------------------------------------- */

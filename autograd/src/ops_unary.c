@@ -73,12 +73,16 @@
                                    x->numel, rec->params);                     \
         return 0;                                                              \
     }                                                                          \
+    static int NAME##_backward_graph(ag_tape *tape, const ag_record *rec,      \
+                                     ag_tensor *g, const bool *needs_grad,     \
+                                     ag_tensor **grad_inputs);                 \
     const ag_op ag_op_##NAME = {                                               \
         .name = #NAME,                                                         \
         .n_inputs = 1,                                                         \
         .shape = ag_shape_like_input,                                          \
         .forward = NAME##_forward,                                             \
         .backward = NAME##_backward,                                           \
+        .backward_graph = NAME##_backward_graph,                               \
     };
 
 /* The ops. Overflow-free forms: sigmoid, softplus and log_sigmoid only take
@@ -109,6 +113,61 @@ UNARY_OP(add_scalar, x + p, (T)1)
 UNARY_OP(mul_scalar, x * p, p)
 /* d/dx x^p = p x^(p-1), taken as 0 for p == 0 (also at x == 0, as PyTorch). */
 UNARY_OP(pow_scalar, pow(x, p), p == 0 ? (T)0 : p * pow(x, p - (T)1))
+
+/* ---- differentiable backward rules ---------------------------------------- */
+
+/* Each rule builds g * dy/dx from ops, the same derivative as the kernel's,
+ * so the rules of ops whose derivative uses the output y differentiate
+ * through y's record. The kinks' derivative masks are constants. */
+#define UNARY_GRAPH_RULE(NAME, GRADIENT)                                       \
+    static int NAME##_backward_graph(ag_tape *tape, const ag_record *rec,      \
+                                     ag_tensor *g, const bool *needs_grad,     \
+                                     ag_tensor **grad_inputs)                  \
+    {                                                                          \
+        ag_tensor *x = rec->inputs[0];                                         \
+        ag_tensor *y = rec->output;                                            \
+        (void)tape;                                                            \
+        (void)x;                                                               \
+        (void)y;                                                               \
+        if (!needs_grad[0])                                                    \
+            return 0;                                                          \
+        grad_inputs[0] = (GRADIENT);                                           \
+        return grad_inputs[0] == NULL ? -1 : 0;                                \
+    }
+
+/* 1 - t, for the derivatives of tanh and sigmoid. */
+static ag_tensor *one_minus(ag_tape *tape, ag_tensor *t)
+{
+    return ag_add_scalar(tape, ag_neg(tape, t), 1.0);
+}
+
+UNARY_GRAPH_RULE(neg, ag_neg(tape, g))
+UNARY_GRAPH_RULE(exp, ag_mul(tape, g, y))
+UNARY_GRAPH_RULE(log, ag_div(tape, g, x))
+UNARY_GRAPH_RULE(sqrt, ag_div(tape, ag_mul_scalar(tape, g, 0.5), y))
+UNARY_GRAPH_RULE(abs, ag_mul(tape, g, ag_apply1(tape, &ag_op_abs_derivative, x, 0, NULL)))
+UNARY_GRAPH_RULE(tanh, ag_mul(tape, g, one_minus(tape, ag_mul(tape, y, y))))
+UNARY_GRAPH_RULE(sigmoid, ag_mul(tape, g, ag_mul(tape, y, one_minus(tape, y))))
+UNARY_GRAPH_RULE(relu, ag_mul(tape, g, ag_apply1(tape, &ag_op_relu_derivative, x, 0, NULL)))
+UNARY_GRAPH_RULE(softplus, ag_mul(tape, g, ag_sigmoid(tape, x)))
+UNARY_GRAPH_RULE(log_sigmoid, ag_mul(tape, g, ag_sigmoid(tape, ag_neg(tape, x))))
+UNARY_GRAPH_RULE(clamp,
+                 ag_mul(tape, g, ag_apply1(tape, &ag_op_clamp_derivative, x, 2, rec->params)))
+UNARY_GRAPH_RULE(add_scalar, g)
+UNARY_GRAPH_RULE(mul_scalar, ag_mul_scalar(tape, g, rec->params[0]))
+
+/* p x^(p-1); for p == 0 the derivative is 0 everywhere (a NULL gradient). */
+static int pow_scalar_backward_graph(ag_tape *tape, const ag_record *rec, ag_tensor *g,
+                                     const bool *needs_grad, ag_tensor **grad_inputs)
+{
+    const double p = rec->params[0];
+
+    if (!needs_grad[0] || p == 0)
+        return 0;
+    ag_tensor *slope = ag_mul_scalar(tape, ag_pow_scalar(tape, rec->inputs[0], p - 1), p);
+    grad_inputs[0] = ag_mul(tape, g, slope);
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
 
 /* ---- public entry points -------------------------------------------------- */
 

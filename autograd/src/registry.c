@@ -70,6 +70,9 @@ static void register_builtins_once(void)
         &ag_op_reshape,   &ag_op_sum,        &ag_op_mean,       &ag_op_max,
         &ag_op_sum_axis,  &ag_op_mean_axis,  &ag_op_max_axis,   &ag_op_logsumexp,
         &ag_op_logsumexp_axis, &ag_op_softmax, &ag_op_log_softmax,
+        &ag_op_expand_as, &ag_op_sum_to, &ag_op_masked, &ag_op_abs_derivative,
+        &ag_op_relu_derivative, &ag_op_clamp_derivative, &ag_op_nonzero_mask,
+        &ag_op_maximum_derivative, &ag_op_max_mask, &ag_op_pow_exponent_mask,
     };
 
     for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++)

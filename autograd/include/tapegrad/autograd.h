@@ -464,6 +464,18 @@ struct ag_op {
      * adjoint of each input that needs one (see ag_input_grad). NULL for an
      * op without a gradient. Returns 0 or -1. */
     int (*backward)(ag_tape *tape, ag_record *rec);
+
+    /* Optional differentiable backward rule, used by ag_grad with
+     * create_graph. Builds each input's vector-Jacobian product of
+     * grad_output (which has rec->output's shape) from ops, so the ops are
+     * recorded and the result can be differentiated again. For each input i
+     * with needs_grad[i], sets grad_inputs[i] to a tensor of that input's
+     * shape and dtype, or leaves it NULL for a zero gradient. grad_inputs
+     * arrives filled with NULL. Must not write to any tensor it is given.
+     * Returns 0 or -1 with an error. NULL when the op has none. */
+    int (*backward_graph)(ag_tape *tape, const ag_record *rec,
+                          ag_tensor *grad_output, const bool *needs_grad,
+                          ag_tensor **grad_inputs);
 };
 
 /* Adds the op to the registry under its name. The definition is not copied
@@ -559,6 +571,110 @@ ag_gradcheck_options ag_gradcheck_defaults(void);
 int ag_gradcheck(ag_function f, void *user, int n_inputs,
                  ag_tensor *const *inputs, const ag_gradcheck_options *options,
                  ag_gradcheck_result *result);
+
+/* ------------------------------------------------------------------------ */
+/* Higher-order gradients                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * ag_grad returns gradients as new tensors instead of adding them into the
+ * inputs' gradients, as torch.autograd.grad does. With create_graph the
+ * gradients are built from ops recorded on the same tape (each op's
+ * backward_graph rule), after the forward records. They can then be used in
+ * further expressions and differentiated again, by ag_grad or by ag_backward
+ * of a loss that contains them (a gradient penalty). Every built-in op has a
+ * backward_graph rule. ag_backward itself is unchanged and never records.
+ */
+
+/* Computes the gradient of `output` with respect to each of `inputs` and
+ * stores it in grads[i], a tensor of inputs[i]'s shape and dtype on the tape
+ * (valid until reset). `seed` is as for ag_backward: NULL for a one-element
+ * output, otherwise the starting adjoint of output's shape and dtype, which
+ * gives the vector-Jacobian product seed^T J.
+ *
+ * Each input must require a gradient and may be a leaf or an intermediate
+ * value; an input that output does not depend on gets zeros. No tensor's
+ * gradient (ag_tensor_grad) is read or changed.
+ *
+ * With create_graph false, the ops' backward kernels run into buffers of
+ * ag_grad's own (about the cost of ag_backward), nothing is recorded and the
+ * gradients do not require a gradient. With create_graph true, recording is
+ * switched on for the call (and restored), each record's backward_graph rule
+ * builds its part of the gradient from ops, and gradients that depend on a
+ * value requiring a gradient carry records. A seed that requires a gradient
+ * is differentiated through too. A record on the way whose op has no
+ * backward_graph rule fails the call.
+ *
+ * Returns 0, or -1 with an error and every grads[i] set to NULL. A NULL
+ * output returns -1 and keeps the earlier message. */
+int ag_grad(ag_tape *tape, ag_tensor *output, ag_tensor *seed, int n_inputs,
+            ag_tensor *const *inputs, ag_tensor **grads, bool create_graph);
+
+/* Sums x over the dimensions along which `like` is broadcast to x's shape,
+ * which gives a tensor of like's shape: the adjoint of broadcasting, for
+ * backward_graph rules of broadcasting ops. Only like's shape and dtype are
+ * used and like gets no gradient. Returns x itself when it already has
+ * like's shape. Fails when like's shape does not broadcast to x's shape. */
+ag_tensor *ag_sum_to(ag_tape *tape, ag_tensor *x, ag_tensor *like);
+
+/* Broadcasts x to like's shape (a copy), as NumPy's broadcast_to; the adjoint
+ * of ag_sum_to. Only like's shape and dtype are used. Returns x itself when
+ * it already has like's shape. Fails when x's shape does not broadcast to
+ * like's shape. */
+ag_tensor *ag_expand_as(ag_tape *tape, ag_tensor *x, ag_tensor *like);
+
+/*
+ * The functions below take an ag_function, as ag_gradcheck does, and run it
+ * on a private tape on copies of the inputs, so the inputs and their
+ * gradients are not touched. The variables are the elements of the inputs
+ * that require a gradient, taken in order (input 0 row-major, then input 1,
+ * ...): n of them in all. Results are heap tensors owned by the caller, freed
+ * with ag_tensor_free, of the dtype of f's output. The Jacobian and Hessian
+ * take one reverse sweep per row, so they suit small inputs.
+ */
+
+/* Returns the (m x n) Jacobian of f, m the number of output elements:
+ * row j is the gradient of output element j. Returns NULL with an error when
+ * the arguments are invalid, no input requires a gradient, or f fails. */
+ag_tensor *ag_jacobian(ag_function f, void *user, int n_inputs,
+                       ag_tensor *const *inputs);
+
+/* Returns the (n x n) Hessian of f, whose output must have one element:
+ * entry (r, c) is d^2 f / dv_r dv_c. The gradient is built with ag_grad
+ * (create_graph), then each row is one reverse sweep of one gradient
+ * element. Returns NULL with an error when the arguments are invalid, the
+ * output has more than one element, or f fails. */
+ag_tensor *ag_hessian(ag_function f, void *user, int n_inputs,
+                      ag_tensor *const *inputs);
+
+/* Computes the Hessian-vector product H v of f (one-element output) without
+ * forming H: the gradient g is built with create_graph, then the gradient
+ * of sum(g * v). vectors[i] has inputs[i]'s shape for each input that
+ * requires a gradient (other entries are ignored and may be NULL). Stores
+ * (H v)[i] in products[i] as a heap tensor owned by the caller, and NULL for
+ * the other inputs. Returns 0, or -1 with an error and every products[i]
+ * NULL. */
+int ag_hvp(ag_function f, void *user, int n_inputs, ag_tensor *const *inputs,
+           ag_tensor *const *vectors, ag_tensor **products);
+
+/* Checks second derivatives, as PyTorch's gradgradcheck does. With a fixed
+ * pseudo-random seed u of f's output shape, g(x) = ag_grad(f(x), u,
+ * create_graph) is the gradient built by the backward_graph rules:
+ *  1. g must equal the gradient of the backward kernels
+ *     (|g - kernel| <= atol + rtol * |kernel|), so a backward_graph rule that
+ *     computes a wrong value is caught;
+ *  2. ag_gradcheck's comparison is run on x -> g(x), so the tape's
+ *     derivatives of g are compared with central differences of g. A rule
+ *     that computes the right value but records the wrong graph is caught.
+ * Run ag_gradcheck first: this check assumes the first derivatives are right.
+ * The result reads as ag_gradcheck's, with worst_input and worst_index naming
+ * the input element differentiated by, and worst_output the element of g
+ * (the gradients of the inputs that require one, concatenated). Returns 0
+ * when the check ran (see result->passed), -1 with an error when f failed or
+ * the arguments are invalid. */
+int ag_gradgradcheck(ag_function f, void *user, int n_inputs,
+                     ag_tensor *const *inputs, const ag_gradcheck_options *options,
+                     ag_gradcheck_result *result);
 
 #ifdef __cplusplus
 }
