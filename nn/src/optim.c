@@ -232,7 +232,10 @@ void nn_optimizer_free(nn_optimizer *opt)
             m[i] = beta1 * m[i] + ((T)1 - beta1) * d;                          \
             v[i] = beta2 * v[i] + ((T)1 - beta2) * d * d;                      \
             T denom = (T)sqrt(v[i]) / correction2_sqrt + eps;                  \
-            p[i] -= step_size * m[i] / denom;                                  \
+            /* m = 0 means no step, also with eps = 0 where m / denom would   \
+             * be 0 / 0 = NaN (PyTorch 1.13 gives NaN there). */               \
+            T ratio = m[i] / denom;                                            \
+            p[i] -= step_size * (m[i] == 0 ? (T)0 : ratio);                    \
         }                                                                      \
     }
 

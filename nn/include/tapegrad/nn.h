@@ -308,7 +308,9 @@ nn_sgd_options nn_sgd_defaults(double lr);
  *   m = beta1 m + (1 - beta1) g
  *   v = beta2 v + (1 - beta2) g^2
  *   p = p - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
- * A zero gradient leaves m = v = 0 and the parameter unchanged (no NaN). */
+ * A zero gradient leaves m = v = 0 and the parameter unchanged, apart from
+ * AdamW's decay, with no NaN even for eps = 0 (where PyTorch 1.13 gives
+ * 0 / 0 = NaN): an element with m = 0 takes no step. */
 typedef struct nn_adam_options {
     double lr;           /* learning rate, >= 0 */
     double beta1;        /* decay of the first moment, in [0, 1) */
