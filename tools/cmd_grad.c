@@ -35,6 +35,10 @@ void print_grad_help(FILE *out)
         "  --trace             print the tape: every record's value, its adjoint and\n"
         "                      what it sent to each input (to stderr with\n"
         "                      --format json)\n"
+        "  --anomaly           stop at the first op or backward rule that makes a NaN\n"
+        "                      or an infinity and report it: the op, its record, and\n"
+        "                      each input's shape, min, max and non-finite count\n"
+        "                      (exit status 2)\n"
         "  --dot FILE          write the graph in Graphviz DOT to FILE; with '-' the\n"
         "                      graph goes to stdout and the text output to stderr\n"
         "                      (not with --format json)\n"
@@ -89,6 +93,7 @@ typedef struct grad_request {
     bool json;
     bool check;
     bool trace;
+    bool anomaly;
     const char *dot_path;
     ag_gradcheck_options tolerances;
     const char *expression;
@@ -160,6 +165,10 @@ static int parse_option(int argc, char **argv, int *i, grad_request *request)
     }
     if (strcmp(argv[*i], "--trace") == 0) {
         request->trace = true;
+        return 1;
+    }
+    if (strcmp(argv[*i], "--anomaly") == 0) {
+        request->anomaly = true;
         return 1;
     }
     return 0;
@@ -337,6 +346,7 @@ static int compute(const grad_request *request, const expr_tree *tree, grad_resu
         return -1;
     }
     expr_find_uses(tree, n, result->used, result->differentiable);
+    ag_tape_set_anomaly_mode(result->tape, request->anomaly);
 
     if (make_inputs(request, result, result->tape, result->values) != 0) {
         cli_error("%s", ag_error());
