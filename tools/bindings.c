@@ -1,6 +1,7 @@
 /* NAME=VALUE arguments: names bound to numbers or nested lists of numbers. */
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -89,6 +90,9 @@ static int parse_number(value_parser *p, int depth)
     double value = strtod(token, &stop);
     if (*stop != '\0' || strpbrk(token, "xX") != NULL)
         return fail(p->error, start, "invalid number '%s'", token);
+    if (errno == ERANGE && isinf(value))
+        return fail(p->error, start, "number '%s' is out of range for a double; "
+                    "write inf for an infinity", token);
 
     if (depth < AG_MAX_DIMS && p->list_at[depth])
         return fail(p->error, start, "ragged list: a number where other elements at "

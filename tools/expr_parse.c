@@ -1,5 +1,6 @@
 /* Tokenizer and recursive-descent parser for `tapegrad grad` expressions. */
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -124,7 +125,12 @@ static int scan_number(const char *text, int column, double *value, expr_error *
     }
     memcpy(buffer, start, (size_t)length);
     buffer[length] = '\0';
+    errno = 0;
     *value = strtod(buffer, NULL);
+    if (errno == ERANGE && isinf(*value)) {
+        fail(error, column, "number '%s' is out of range for a double", buffer);
+        return 0;
+    }
     return length;
 }
 
