@@ -461,6 +461,40 @@ START_TEST(bce_logits_target_gradient)
 }
 END_TEST
 
+/* bce_with_logits(a, y) for the targets in `user`, as an ag_function. */
+static ag_tensor *bce_logits_of(ag_tape *tape, ag_tensor *const *inputs, int n_inputs,
+                                void *user)
+{
+    (void)n_inputs;
+    ag_tensor *a = inputs[0];
+    ag_tensor *y = ag_tensor_from_doubles(tape, ag_tensor_dtype(a), ag_tensor_ndim(a),
+                                          ag_tensor_shape(a), user);
+    return nn_bce_with_logits_loss(tape, a, y);
+}
+
+START_TEST(bce_logits_second_derivative)
+{
+    /* d^2 l / da_i da_j = [i == j] s_i (1 - s_i) / N with s = sigmoid(a);
+     * the fused op's graph rule must give it. */
+    double logits[3] = {0.5, -2.0, 30.0};
+    double targets[3] = {1.0, 0.25, 0.0};
+    ag_tensor *a = ag_tensor_from_doubles(NULL, AG_F64, AG_SHAPE(3), logits);
+
+    ck_assert_int_eq(ag_tensor_set_requires_grad(a, true), 0);
+    ag_tensor *hessian = ag_hessian(bce_logits_of, targets, 1, &a);
+    ck_assert_msg(hessian != NULL, "ag_hessian failed: %s", ag_error());
+    for (size_t i = 0; i < 3; i++) {
+        for (size_t j = 0; j < 3; j++) {
+            double s = 1.0 / (1.0 + exp(-logits[i]));
+            double expected = i == j ? s * (1.0 - s) / 3.0 : 0.0;
+            ck_assert_close(ag_tensor_get(hessian, i * 3 + j), expected, 1e-12, "hessian");
+        }
+    }
+    ag_tensor_free(hessian);
+    ag_tensor_free(a);
+}
+END_TEST
+
 START_TEST(cross_entropy_infinite_logits)
 {
     /* The limit in which the +inf logits grow together: softmax is 1/k on
@@ -645,6 +679,25 @@ START_TEST(reused_handle_counts_each_use)
     ck_assert_int_eq(ag_backward(tape, f, NULL), 0);
     for (size_t i = 0; i < 3; i++)
         ck_assert_double_eq(grad_at(x, i), 2 * values[i] + 2);
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(reassigned_handle_chain)
+{
+    /* h = x; h = h * x three times gives x^4, through one C variable that
+     * names a new value each time: dh/dx = 4x^3. */
+    const double values[2] = {0.5, -2.0};
+
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, AG_F64, AG_SHAPE(2), values);
+    ag_tensor *h = x;
+    for (int k = 0; k < 3; k++)
+        h = ag_mul(tape, h, x);
+
+    ck_assert_int_eq(ag_backward(tape, ag_sum(tape, h), NULL), 0);
+    for (size_t i = 0; i < 2; i++)
+        ck_assert_double_eq(grad_at(x, i), 4 * values[i] * values[i] * values[i]);
     ag_tape_free(tape);
 }
 END_TEST
@@ -990,6 +1043,7 @@ static Suite *edge_numerics_suite(void)
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, bce_logits_infinite_limits);
     tcase_add_test(limits, bce_logits_target_gradient);
+    tcase_add_test(limits, bce_logits_second_derivative);
     tcase_add_test(limits, cross_entropy_infinite_logits);
     tcase_add_test(limits, cross_entropy_neg_inf_label);
     tcase_add_test(limits, logsumexp_infinite_limits);
@@ -999,6 +1053,7 @@ static Suite *edge_numerics_suite(void)
 
     TCase *flow = tcase_create("flow");
     tcase_add_test(flow, reused_handle_counts_each_use);
+    tcase_add_test(flow, reassigned_handle_chain);
     tcase_add_test(flow, backward_twice_counts_once);
     tcase_add_test(flow, second_output_skips_other_branch);
     suite_add_tcase(suite, flow);

@@ -253,12 +253,34 @@ static int bce_logits_backward(ag_tape *tape, ag_record *rec)
     return 0;
 }
 
+/* The same rule built from ops, so ag_grad can differentiate it again. */
+static int bce_logits_backward_graph(ag_tape *tape, const ag_record *rec,
+                                     ag_tensor *grad_output, const bool *needs_grad,
+                                     ag_tensor **grad_inputs)
+{
+    ag_tensor *a = rec->inputs[0];
+    ag_tensor *y = rec->inputs[1];
+
+    if (needs_grad[0]) {
+        grad_inputs[0] = ag_mul(tape, grad_output, ag_sub(tape, ag_sigmoid(tape, a), y));
+        if (grad_inputs[0] == NULL)
+            return -1;
+    }
+    if (needs_grad[1]) {
+        grad_inputs[1] = ag_mul(tape, grad_output, ag_neg(tape, a));
+        if (grad_inputs[1] == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 static const ag_op bce_logits_op = {
     .name = "nn_binary_cross_entropy_with_logits",
     .n_inputs = 2,
     .shape = same_shape_rule,
     .forward = bce_logits_forward,
     .backward = bce_logits_backward,
+    .backward_graph = bce_logits_backward_graph,
 };
 
 static once_flag bce_logits_once = ONCE_FLAG_INIT;

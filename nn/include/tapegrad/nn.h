@@ -243,7 +243,8 @@ ag_tensor *nn_bce_loss(ag_tape *tape, ag_tensor *prob, ag_tensor *target);
  * is 0 for a = +inf, y = 1 and for a = -inf, y = 0, and +inf when the
  * target has weight on the other side (PyTorch 1.13 gives NaN for three of
  * those four cases). Computed by the op "nn_binary_cross_entropy_with_logits"
- * (registered on first use), whose backward pass is not itself recorded. */
+ * (registered on first use), whose backward rule also has a form built from
+ * ops, so ag_grad with create_graph differentiates it twice. */
 ag_tensor *nn_bce_with_logits_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *target);
 
 /* Softmax cross-entropy over classes:
