@@ -24,7 +24,7 @@ typedef struct gradient_function {
     const bool *differentiate; /* per input: its original requires a gradient */
     const double *seed;        /* u, one value per output element */
     size_t n_out;
-    int which;                 /* the input whose gradient is returned */
+    int gradient_input;        /* the input whose gradient is returned */
 } gradient_function;
 
 /* Seed of the pseudo-random u, fixed so that a check is repeatable. */
@@ -64,7 +64,7 @@ static ag_tensor *evaluate(const gradient_function *gf, ag_tape *tape,
     return *seed == NULL ? NULL : output;
 }
 
-/* The ag_function checked in step 2: g(x) for input `which`. */
+/* The ag_function checked in step 2: g(x) for input `gradient_input`. */
 static ag_tensor *gradient_of_input(ag_tape *tape, ag_tensor *const *inputs,
                                     int n_inputs, void *user)
 {
@@ -77,7 +77,7 @@ static ag_tensor *gradient_of_input(ag_tape *tape, ag_tensor *const *inputs,
         return NULL;
     ag_tensor *output = evaluate(gf, tape, inputs, work, &seed);
     if (output == NULL ||
-        ag_grad(tape, output, seed, 1, &work[gf->which], &grad, true) != 0)
+        ag_grad(tape, output, seed, 1, &work[gf->gradient_input], &grad, true) != 0)
         return NULL;
     return grad;
 }
@@ -89,7 +89,7 @@ typedef struct check_state {
     bool failed;
     double worst_ratio;  /* largest error / tolerance so far */
     int worst_step;      /* 1 or 2: the step of the worst comparison */
-    int worst_gradient;  /* step 2: the input whose gradient holds the worst */
+    int worst_gradient;  /* step 2: the input whose gradient contains the worst */
     char cause[256];     /* step 2: ag_gradcheck's verdict on that gradient */
 } check_state;
 
@@ -194,15 +194,15 @@ done:
     return status;
 }
 
-/* Step 2 for one input's gradient: ag_gradcheck of x -> g(x)[which].
+/* Step 2 for one input's gradient: ag_gradcheck of x -> g(x)[gradient_input].
  * offset is where that gradient starts in the concatenated gradient. */
-static int check_second_order(gradient_function *gf, int which, size_t offset,
+static int check_second_order(gradient_function *gf, int gradient_input, size_t offset,
                               ag_tensor *const *inputs, check_state *state,
                               ag_gradcheck_result *result)
 {
     ag_gradcheck_result sub;
 
-    gf->which = which;
+    gf->gradient_input = gradient_input;
     if (ag_gradcheck(gradient_of_input, gf, gf->n_inputs, inputs, &state->options,
                      &sub) != 0)
         return -1;
@@ -224,7 +224,7 @@ static int check_second_order(gradient_function *gf, int which, size_t offset,
         if (strncmp(text, "ag_gradcheck: ", 14) == 0)
             text += 14;
         state->worst_step = 2;
-        state->worst_gradient = which;
+        state->worst_gradient = gradient_input;
         snprintf(state->cause, sizeof state->cause, "%s", text);
     }
     return 0;
@@ -236,9 +236,14 @@ static int check_arguments(ag_function f, int n_inputs, ag_tensor *const *inputs
                            const ag_gradcheck_options *options,
                            ag_gradcheck_result *result)
 {
-    if (f == NULL || inputs == NULL || result == NULL) {
+    if (f == NULL) {
+        ag_set_error("ag_gradgradcheck: the function is NULL");
+        return -1;
+    }
+    if (inputs == NULL || result == NULL) {
         ag_set_error("ag_gradgradcheck: %s is NULL",
-                     f == NULL ? "the function" : inputs == NULL ? "inputs" : "result");
+                     inputs == NULL ? "inputs; pass an array of n_inputs tensors"
+                                    : "result; pass a result to fill");
         return -1;
     }
     if (n_inputs < 1) {

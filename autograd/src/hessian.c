@@ -4,9 +4,9 @@
  * Each call runs f once on a private tape, on copies of the inputs, so the
  * caller's tensors and their gradients are not touched. The variables are
  * the elements of the inputs that require a gradient, in order. A Jacobian
- * row is one reverse sweep seeded with a one-hot vector; a Hessian row is
+ * row is one reverse sweep seeded with a one-hot vector. A Hessian row is
  * one reverse sweep of one element of the gradient that ag_grad built with
- * create_graph; H v is the gradient of sum(g * v), with no matrix formed.
+ * create_graph. H v is the gradient of sum(g * v), with no matrix formed.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -16,12 +16,12 @@
 
 /* f evaluated on copies of the inputs, on a tape of its own. */
 typedef struct function_run {
-    const char *who;      /* the public function, for messages */
+    const char *function_name; /* the public function, for messages */
     ag_tape *tape;
-    ag_tensor **copies;   /* one per input, as f sees them */
-    int n_wrt;            /* inputs that require a gradient */
-    ag_tensor **wrt;      /* their copies, in order */
-    size_t n_vars;        /* their elements in all */
+    ag_tensor **copies;        /* one per input: the tensors f is given */
+    int n_wrt;                 /* inputs that require a gradient */
+    ag_tensor **wrt;           /* their copies, in order */
+    size_t n_vars;             /* their elements in all */
     ag_tensor *output;
 } function_run;
 
@@ -39,20 +39,20 @@ static int run_fail(function_run *run, const char *context)
     char cause[256];
 
     snprintf(cause, sizeof cause, "%s", ag_error() != NULL ? ag_error() : "no message set");
-    ag_set_error("%s: %s: %s", run->who, context, cause);
+    ag_set_error("%s: %s: %s", run->function_name, context, cause);
     run_free(run);
     return -1;
 }
 
-static int check_function_arguments(const char *who, ag_function f, int n_inputs,
-                                    ag_tensor *const *inputs)
+static int check_function_arguments(const char *function_name, ag_function f,
+                                    int n_inputs, ag_tensor *const *inputs)
 {
     if (f == NULL) {
-        ag_set_error("%s: the function is NULL", who);
+        ag_set_error("%s: the function is NULL", function_name);
         return -1;
     }
     if (inputs == NULL || n_inputs < 1) {
-        ag_set_error("%s: %s; pass an array of at least one input", who,
+        ag_set_error("%s: %s; pass an array of at least one input", function_name,
                      inputs == NULL ? "inputs is NULL" : "n_inputs is below 1");
         return -1;
     }
@@ -60,7 +60,7 @@ static int check_function_arguments(const char *who, ag_function f, int n_inputs
     bool any_requires_grad = false;
     for (int i = 0; i < n_inputs; i++) {
         if (inputs[i] == NULL) {
-            ag_set_error("%s: input %d is NULL", who, i);
+            ag_set_error("%s: input %d is NULL", function_name, i);
             return -1;
         }
         any_requires_grad = any_requires_grad || inputs[i]->requires_grad;
@@ -69,7 +69,7 @@ static int check_function_arguments(const char *who, ag_function f, int n_inputs
         ag_set_error("%s: no input requires a gradient, so there is nothing to "
                      "differentiate by; mark the inputs with "
                      "ag_tensor_set_requires_grad",
-                     who);
+                     function_name);
         return -1;
     }
     return 0;
@@ -77,12 +77,12 @@ static int check_function_arguments(const char *who, ag_function f, int n_inputs
 
 /* Copies the inputs onto a new tape and runs f on them. On failure, sets an
  * error, frees what it made and returns -1. */
-static int run_start(function_run *run, const char *who, ag_function f, void *user,
-                     int n_inputs, ag_tensor *const *inputs)
+static int run_start(function_run *run, const char *function_name, ag_function f,
+                     void *user, int n_inputs, ag_tensor *const *inputs)
 {
     memset(run, 0, sizeof *run);
-    run->who = who;
-    if (check_function_arguments(who, f, n_inputs, inputs) != 0)
+    run->function_name = function_name;
+    if (check_function_arguments(function_name, f, n_inputs, inputs) != 0)
         return -1;
 
     run->tape = ag_tape_new();
@@ -121,16 +121,16 @@ static ag_tensor *new_matrix(function_run *run, size_t rows, size_t cols)
     if (cols != 0 && rows > SIZE_MAX / sizeof(double) / cols) {
         ag_set_error("%s: a %zu x %zu matrix overflows the address space; use "
                      "fewer elements",
-                     run->who, rows, cols);
+                     run->function_name, rows, cols);
         return NULL;
     }
     return ag_zeros(NULL, run->output->dtype, AG_SHAPE(rows, cols));
 }
 
-/* Reverse sweep from `from` seeded with the one-hot vector of `element`,
- * written as row `row` of `matrix`: the gradient of that element with
- * respect to every variable. A value that requires no gradient has a zero
- * row, which `matrix` already holds. */
+/* Runs a reverse sweep from `from` seeded with the one-hot vector of
+ * `element` and writes the result, the gradient of that element with respect
+ * to every variable, as row `row` of `matrix`. A value that requires no
+ * gradient has a zero row, which `matrix` already contains. */
 static int sweep_row(function_run *run, ag_tensor *from, ag_tensor *seed, size_t element,
                      ag_tensor *matrix, size_t row)
 {
@@ -195,7 +195,7 @@ static int check_scalar_output(const function_run *run)
     ag_set_error("%s: the function's output has shape %s; the Hessian is defined "
                  "for a one-element output, so reduce it (ag_sum, ag_mean) or take "
                  "ag_jacobian of its gradient",
-                 run->who, ag_shape_str(run->output, so, sizeof so));
+                 run->function_name, ag_shape_str(run->output, so, sizeof so));
     return -1;
 }
 
@@ -310,7 +310,7 @@ static int check_vectors(int n_inputs, ag_tensor *const *inputs,
 }
 
 /* Copies the product of each input that requires a gradient to the heap.
- * hv holds one tensor per such input, or is NULL for an all-zero product. */
+ * hv contains one tensor per such input, or is NULL for an all-zero product. */
 static int store_products(function_run *run, int n_inputs, ag_tensor *const *inputs,
                           ag_tensor **hv, ag_tensor **products)
 {
@@ -337,10 +337,10 @@ int ag_hvp(ag_function f, void *user, int n_inputs, ag_tensor *const *inputs,
 {
     function_run run;
 
+    for (int i = 0; products != NULL && i < n_inputs; i++)
+        products[i] = NULL;
     if (check_vectors(n_inputs, inputs, vectors, products) != 0)
         return -1;
-    for (int i = 0; i < n_inputs; i++)
-        products[i] = NULL;
     if (run_start(&run, "ag_hvp", f, user, n_inputs, inputs) != 0)
         return -1;
     if (check_scalar_output(&run) != 0) {

@@ -147,7 +147,9 @@ static int run_graph_rule(grad_sweep *s, const ag_record *rec, const bool *needs
 
 /* Without create_graph: the op's backward kernel adds into the table's
  * buffers, which stand in for the adjoints while it runs. An input that
- * needs no adjoint shows none, so the kernel skips it (ag_input_grad). */
+ * needs no adjoint shows none, so the kernel skips it (ag_input_grad).
+ * NOTE: anomaly mode does not check these adjoints, because ag_backward's
+ * check of a record's adjoints is private to tape.c. */
 static int run_kernel_rule(grad_sweep *s, ag_record *rec, const bool *needs_grad)
 {
     ag_tensor *buffers[AG_MAX_INPUTS] = {NULL};
@@ -255,9 +257,13 @@ static int check_grad_arguments(ag_tape *tape, ag_tensor *output, ag_tensor *see
     char so[64];
     char ss[64];
 
-    if (tape == NULL || inputs == NULL || grads == NULL) {
-        ag_set_error("ag_grad: %s is NULL",
-                     tape == NULL ? "tape" : inputs == NULL ? "inputs" : "grads");
+    if (tape == NULL) {
+        ag_set_error("ag_grad: tape is NULL");
+        return -1;
+    }
+    if (inputs == NULL || grads == NULL) {
+        ag_set_error("ag_grad: %s is NULL; pass arrays of n_inputs tensors",
+                     inputs == NULL ? "inputs" : "grads");
         return -1;
     }
     if (n_inputs < 1) {

@@ -330,8 +330,8 @@ BINARY_OP(minimum, a != a ? a : (a < b ? a : b),
 /* ---- differentiable backward rules ---------------------------------------- */
 
 /* GRAD_A and GRAD_B build g * dy/da and g * dy/db from ops, at the output's
- * shape; ag_sum_to then sums each over the dimensions its operand was
- * broadcast along. */
+ * shape. ag_sum_to then sums each over the dimensions along which its
+ * operand was broadcast. */
 #define BINARY_GRAPH_RULE(NAME, GRAD_A, GRAD_B)                                   \
     static int NAME##_backward_graph(ag_tape *tape, const ag_record *rec,         \
                                      ag_tensor *g, const bool *needs_grad,        \

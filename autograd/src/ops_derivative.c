@@ -1,15 +1,15 @@
 /*
- * Ops that the differentiable backward rules (backward_graph) are built from:
- *  - expand_as and sum_to broadcast a tensor to a shape and sum it back; each
- *    is the other's adjoint, and sum_to is how a broadcast operand's gradient
- *    gets the operand's shape;
+ * Ops that the differentiable backward rules (backward_graph) are built from.
+ *  - expand_as broadcasts a tensor to a shape and sum_to sums it back. Each
+ *    is the other's adjoint, and sum_to gives a broadcast operand's gradient
+ *    the operand's shape.
  *  - masked keeps x where a mask is nonzero and gives 0 elsewhere, so a
  *    derivative taken as 0 by convention stays 0 even where the formula is
- *    inf or NaN;
- *  - the derivative masks of kinked ops (abs, relu, clamp, maximum, max,
- *    pow). Their values are piecewise constant, so their derivative is zero
- *    wherever it exists. They have no backward rule, which makes ag_apply
- *    return a constant: they are never recorded.
+ *    inf or NaN.
+ *  - The derivative masks of kinked ops (abs, relu, clamp, maximum, max,
+ *    pow) are piecewise constant, so their derivative is zero wherever it
+ *    exists. They have no backward rule, so ag_apply returns their result as
+ *    a constant that is never recorded.
  * The second input of expand_as and sum_to only gives the target shape, and
  * the public functions pass a detached view of it so it is never recorded.
  */
@@ -90,8 +90,8 @@ static inline void walk_next(broadcast_walk *w)
                            size_t numel, bool accumulate)                      \
     {                                                                          \
         for (size_t i = 0; i < numel; i++) {                                   \
-            const T kept = mask[w.a] != 0 ? x[i] : (T)0;                       \
-            y[i] = accumulate ? y[i] + kept : kept;                            \
+            const T selected = mask[w.a] != 0 ? x[i] : (T)0;                   \
+            y[i] = accumulate ? y[i] + selected : selected;                    \
             walk_next(&w);                                                     \
         }                                                                      \
     }
