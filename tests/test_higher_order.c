@@ -48,6 +48,12 @@ static ag_tensor *variable(int ndim, const size_t *shape, const double *values)
     return t;
 }
 
+static void free_all(ag_tensor **tensors, int n)
+{
+    for (int i = 0; i < n; i++)
+        ag_tensor_free(tensors[i]);
+}
+
 static size_t count_variables(int n_inputs, ag_tensor *const *inputs)
 {
     size_t n = 0;
@@ -635,6 +641,147 @@ START_TEST(square_norm_hessian_closed_form)
 }
 END_TEST
 
+/* Closed-form Hessians of reductions, the softmax family and the shape
+ * ops, for x of 4 elements with p = softmax(x), weights w and W = sum(w):
+ *   sum(x)^2                 2 everywhere
+ *   mean(x)^2                2 / 16 everywhere
+ *   max(x)^2                 2 at (m, m) for the argmax m, else 0
+ *   sum(w * log_softmax(x))  -W (diag(p) - p p^T)
+ *   sum(w * softmax(x))      sum_k w_k p_k [(d_kj - p_j)(d_ki - p_i) - p_i (d_ij - p_j)]
+ *   sum(w * t(x)^2)          2 w on the diagonal, for t = transpose or reshape,
+ *                            w laid out in t's output order */
+static const double closed_x[4] = {0.4, -1.1, 0.9, 0.2};
+static const double closed_w[4] = {0.5, -1.5, 2.0, 0.75};
+
+enum { C_SUM, C_MEAN, C_MAX, C_LOG_SOFTMAX, C_SOFTMAX, C_TRANSPOSE, C_RESHAPE, C_COUNT };
+
+static ag_tensor *f_closed(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
+{
+    const int *which = user;
+    ag_tensor *x = inputs[0];
+    ag_tensor *w = vector_f64(tape, 4, closed_w);
+    ag_tensor *square;
+
+    (void)n;
+    switch (*which) {
+    case C_SUM: square = ag_sum(tape, x); return ag_mul(tape, square, square);
+    case C_MEAN: square = ag_mean(tape, x); return ag_mul(tape, square, square);
+    case C_MAX: square = ag_max(tape, x); return ag_mul(tape, square, square);
+    case C_LOG_SOFTMAX: return ag_sum(tape, ag_mul(tape, w, ag_log_softmax(tape, x, 0)));
+    case C_SOFTMAX: return ag_sum(tape, ag_mul(tape, w, ag_softmax(tape, x, 0)));
+    case C_TRANSPOSE:
+        square = ag_transpose(tape, ag_reshape(tape, x, AG_SHAPE(2, 2)));
+        return ag_sum(tape, ag_mul(tape, ag_reshape(tape, w, AG_SHAPE(2, 2)),
+                                   ag_mul(tape, square, square)));
+    default:
+        square = ag_reshape(tape, x, AG_SHAPE(2, 2));
+        return ag_sum(tape, ag_mul(tape, ag_reshape(tape, w, AG_SHAPE(2, 2)),
+                                   ag_mul(tape, square, square)));
+    }
+}
+
+static double closed_hessian(int which, const double *p, int i, int j)
+{
+    double w_total = closed_w[0] + closed_w[1] + closed_w[2] + closed_w[3];
+    double kronecker = i == j ? 1.0 : 0.0;
+    double h = 0;
+
+    switch (which) {
+    case C_SUM: return 2.0;
+    case C_MEAN: return 2.0 / 16.0;
+    case C_MAX: return i == 2 && j == 2 ? 2.0 : 0.0; /* x[2] = 0.9 is the max */
+    case C_LOG_SOFTMAX: return -w_total * (kronecker * p[i] - p[i] * p[j]);
+    case C_SOFTMAX:
+        for (int k = 0; k < 4; k++) {
+            double dki = k == i ? 1.0 : 0.0;
+            double dkj = k == j ? 1.0 : 0.0;
+            h += closed_w[k] * p[k] * ((dkj - p[j]) * (dki - p[i]) - p[i] * (kronecker - p[j]));
+        }
+        return h;
+    case C_TRANSPOSE: {
+        /* x[i] = X[r][c] lands at T[c][r], element 2c + r of T. */
+        int r = i / 2;
+        int c = i % 2;
+        return 2.0 * kronecker * closed_w[2 * c + r];
+    }
+    default: return 2.0 * kronecker * closed_w[i];
+    }
+}
+
+START_TEST(reduction_hessian_closed_form)
+{
+    static const char *const names[C_COUNT] = {"sum", "mean", "max", "log_softmax", "softmax",
+                                               "transpose", "reshape"};
+    int which = _i;
+    ag_tensor *x = variable(AG_SHAPE(4), closed_x);
+    ag_tensor *hessian = ag_hessian(f_closed, &which, 1, &x);
+    double p[4];
+    double total = 0;
+
+    ck_assert_ptr_nonnull(hessian);
+    for (int k = 0; k < 4; k++)
+        total += exp(closed_x[k]);
+    for (int k = 0; k < 4; k++)
+        p[k] = exp(closed_x[k]) / total;
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 4; j++) {
+            char what[48];
+
+            snprintf(what, sizeof what, "%s: H[%d][%d]", names[which], i, j);
+            ck_assert_close(ag_tensor_get(hessian, (size_t)(i * 4 + j)),
+                            closed_hessian(which, p, i, j), 1e-14, what);
+        }
+    }
+    ag_tensor_free(hessian);
+    ag_tensor_free(x);
+}
+END_TEST
+
+static const double linear_w[6] = {0.4, -1.1, 0.7, 0.3, 1.2, -0.5};
+
+/* ||x W + b||^2 for x (1x2), W (2x3) and b (3). */
+static ag_tensor *f_linear_norm(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
+{
+    (void)n;
+    (void)user;
+    ag_tensor *w = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(2, 3), linear_w);
+    ag_tensor *s = ag_linear(tape, inputs[0], w, inputs[1]);
+    return ag_sum(tape, ag_mul(tape, s, s));
+}
+
+/* With variables (x, b): H_xx = 2 W W^T, H_xb = 2 W, H_bb = 2 I. */
+START_TEST(linear_hessian_closed_form)
+{
+    static const double x_values[2] = {0.9, -0.3};
+    static const double b_values[3] = {0.1, -0.2, 0.3};
+    ag_tensor *inputs[2] = {variable(AG_SHAPE(1, 2), x_values), variable(AG_SHAPE(3), b_values)};
+    ag_tensor *hessian = ag_hessian(f_linear_norm, NULL, 2, inputs);
+
+    ck_assert_ptr_nonnull(hessian);
+    for (int r = 0; r < 5; r++) {
+        for (int c = 0; c < 5; c++) {
+            double expected = 0;
+            char what[32];
+
+            if (r < 2 && c < 2) {
+                for (int k = 0; k < 3; k++)
+                    expected += 2 * linear_w[r * 3 + k] * linear_w[c * 3 + k];
+            } else if (r < 2) {
+                expected = 2 * linear_w[r * 3 + (c - 2)];
+            } else if (c < 2) {
+                expected = 2 * linear_w[c * 3 + (r - 2)];
+            } else {
+                expected = r == c ? 2.0 : 0.0;
+            }
+            snprintf(what, sizeof what, "H[%d][%d]", r, c);
+            ck_assert_close(ag_tensor_get(hessian, (size_t)(r * 5 + c)), expected, 1e-14, what);
+        }
+    }
+    ag_tensor_free(hessian);
+    free_all(inputs, 2);
+}
+END_TEST
+
 /* Third derivatives: ag_grad with create_graph twice, then once more
  * without. d^3 x^4 = 24 x, and tanh''' = (1 - t^2)(6 t^2 - 2). */
 START_TEST(third_derivative)
@@ -700,12 +847,6 @@ static void lecture_inputs(ag_tensor **in)
         ck_assert_ptr_nonnull(in[i]);
         ck_assert_int_eq(ag_tensor_set_requires_grad(in[i], i != L_Y), 0);
     }
-}
-
-static void free_all(ag_tensor **tensors, int n)
-{
-    for (int i = 0; i < n; i++)
-        ag_tensor_free(tensors[i]);
 }
 
 static const unary_fn lecture_activations[2] = {ag_sigmoid, ag_tanh};
@@ -1621,6 +1762,8 @@ int main(void)
     tcase_add_loop_test(ops, linear_hessian_fd, 0, 2);
     tcase_add_test(ops, logsumexp_hessian_closed_form);
     tcase_add_test(ops, square_norm_hessian_closed_form);
+    tcase_add_loop_test(ops, reduction_hessian_closed_form, 0, C_COUNT);
+    tcase_add_test(ops, linear_hessian_closed_form);
     tcase_add_test(ops, third_derivative);
     tcase_add_test(ops, sum_to_and_expand_as_values);
     suite_add_tcase(suite, ops);
