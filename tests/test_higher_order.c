@@ -657,13 +657,13 @@ enum { C_SUM, C_MEAN, C_MAX, C_LOG_SOFTMAX, C_SOFTMAX, C_TRANSPOSE, C_RESHAPE, C
 
 static ag_tensor *f_closed(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
 {
-    const int *which = user;
+    const int *op_case = user;
     ag_tensor *x = inputs[0];
     ag_tensor *w = vector_f64(tape, 4, closed_w);
     ag_tensor *square;
 
     (void)n;
-    switch (*which) {
+    switch (*op_case) {
     case C_SUM: square = ag_sum(tape, x); return ag_mul(tape, square, square);
     case C_MEAN: square = ag_mean(tape, x); return ag_mul(tape, square, square);
     case C_MAX: square = ag_max(tape, x); return ag_mul(tape, square, square);
@@ -680,13 +680,13 @@ static ag_tensor *f_closed(ag_tape *tape, ag_tensor *const *inputs, int n, void 
     }
 }
 
-static double closed_hessian(int which, const double *p, int i, int j)
+static double closed_hessian(int op_case, const double *p, int i, int j)
 {
     double w_total = closed_w[0] + closed_w[1] + closed_w[2] + closed_w[3];
     double kronecker = i == j ? 1.0 : 0.0;
     double h = 0;
 
-    switch (which) {
+    switch (op_case) {
     case C_SUM: return 2.0;
     case C_MEAN: return 2.0 / 16.0;
     case C_MAX: return i == 2 && j == 2 ? 2.0 : 0.0; /* x[2] = 0.9 is the max */
@@ -712,9 +712,9 @@ START_TEST(reduction_hessian_closed_form)
 {
     static const char *const names[C_COUNT] = {"sum", "mean", "max", "log_softmax", "softmax",
                                                "transpose", "reshape"};
-    int which = _i;
+    int op_case = _i;
     ag_tensor *x = variable(AG_SHAPE(4), closed_x);
-    ag_tensor *hessian = ag_hessian(f_closed, &which, 1, &x);
+    ag_tensor *hessian = ag_hessian(f_closed, &op_case, 1, &x);
     double p[4];
     double total = 0;
 
@@ -727,9 +727,9 @@ START_TEST(reduction_hessian_closed_form)
         for (int j = 0; j < 4; j++) {
             char what[48];
 
-            snprintf(what, sizeof what, "%s: H[%d][%d]", names[which], i, j);
+            snprintf(what, sizeof what, "%s: H[%d][%d]", names[op_case], i, j);
             ck_assert_close(ag_tensor_get(hessian, (size_t)(i * 4 + j)),
-                            closed_hessian(which, p, i, j), 1e-14, what);
+                            closed_hessian(op_case, p, i, j), 1e-14, what);
         }
     }
     ag_tensor_free(hessian);
@@ -1160,7 +1160,7 @@ typedef struct kink_case {
     double expected[4];
 } kink_case;
 
-static ag_tensor *maximum_with_self_copy(ag_tape *tape, ag_tensor *x)
+static ag_tensor *maximum_with_ties(ag_tape *tape, ag_tensor *x)
 {
     static const double other[4] = {-1.0, 0.0, 2.0, 2.0};
     return ag_maximum(tape, x, vector_f64(tape, 4, other));
@@ -1178,7 +1178,7 @@ static const kink_case kink_cases[] = {
     {"relu", ag_relu, {0, 0, 1, 1}},
     {"abs", ag_abs, {-1, 0, 1, 1}},
     {"clamp", clamp_unit, {1, 1, 1, 0}},
-    {"maximum", maximum_with_self_copy, {0.5, 0.5, 0, 0.5}},
+    {"maximum", maximum_with_ties, {0.5, 0.5, 0, 0.5}},
     {"max", max_all, {0, 0, 0, 1}},
     {"max_axis", max_rows, {0, 1, 0, 1}},
 };
