@@ -43,7 +43,7 @@ int bench_fail(const char *context);
 void bench_report(const char *workload, int threads, const char *unit,
                   const double *samples, int n_samples, const char *extra);
 
-/* One unit of timed work (a training step, a chain); returns 0 or -1. */
+/* One unit of timed work, such as a training step. Returns 0 or -1. */
 typedef int (*bench_step)(void *context);
 
 /* Runs `step` for a warm-up of at least 0.2 s, then `reps` repetitions,

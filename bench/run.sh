@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds tapegrad and runs the benchmark suite against PyTorch: tapegrad's
 # and PyTorch's sides alternate, and run.py prints the table of medians and
-# ratios. Options are passed on to run.py (see bench/run.py --help); the
+# ratios. Options are passed on to run.py (see bench/run.py --help). The
 # build directory is ./build unless --build-dir DIR comes first.
 set -eu
 
