@@ -474,6 +474,20 @@ int ag_broadcast_shape(const char *op, const ag_tensor *a, const ag_tensor *b,
 {
     int n = a->ndim > b->ndim ? a->ndim : b->ndim;
 
+    /* Operands of one rank, the common case, need no alignment. */
+    if (a->ndim == b->ndim) {
+        for (int i = 0; i < n; i++) {
+            size_t da = a->shape[i];
+            size_t db = b->shape[i];
+
+            if (da != db && da != 1 && db != 1)
+                return broadcast_error(op, a, b, i - n, da, db);
+            shape[i] = da == 1 ? db : da;
+        }
+        *ndim = n;
+        return 0;
+    }
+
     for (int i = 0; i < n; i++) {
         /* Align at the last dimension; a missing dimension acts as size 1. */
         int ia = i - (n - a->ndim);
