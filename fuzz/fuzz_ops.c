@@ -9,9 +9,12 @@
  *  - a tensor's element count is the product of its shape;
  *  - a gradient has its tensor's shape and dtype;
  *  - a second backward pass, after zeroing the leaf gradients, gives the
- *    same gradients bit for bit (intermediate adjoints are not carried over).
+ *    same gradients bit for bit (intermediate adjoints are not carried over);
+ *  - ag_grad, with or without create_graph, gives gradients of the inputs'
+ *    shapes, and a gradient built from ops can be differentiated again.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,11 +58,16 @@ typedef struct pool {
     size_t heap_count;
 } pool;
 
-static void die_unless(int condition)
-{
-    if (!condition)
-        abort();
-}
+/* Aborts, so the fuzzer keeps the input, when a contract is broken. */
+#define die_unless(condition)                                                  \
+    do {                                                                       \
+        if (!(condition)) {                                                    \
+            fprintf(stderr, "fuzz_ops: broken contract at line %d: %s (%s)\n", \
+                    __LINE__, #condition,                                      \
+                    ag_error() != NULL ? ag_error() : "no error message");     \
+            abort();                                                           \
+        }                                                                      \
+    } while (0)
 
 /* Checks a result's contract and adds it to the pool. */
 static void keep(pool *p, ag_tensor *t)
@@ -124,6 +132,41 @@ static ag_tensor *make_labels(ag_tape *tape, reader *r, ag_tensor *logits)
     return labels;
 }
 
+/* Applies a registered op by name through ag_apply, with inputs from the
+ * pool and scalar params from the input, as a custom caller could: axes
+ * that are NaN or huge, clamp bounds in the wrong order, a wrong input
+ * count. */
+static void apply_by_name(pool *p, ag_tape *tape, reader *r)
+{
+    static const char *const names[] = {
+        "add", "sub", "mul", "div", "pow", "maximum", "minimum", "add_scalar",
+        "mul_scalar", "pow_scalar", "neg", "exp", "log", "sqrt", "abs", "tanh",
+        "sigmoid", "relu", "softplus", "log_sigmoid", "clamp", "matmul", "linear",
+        "transpose", "reshape", "sum", "mean", "max", "sum_axis", "mean_axis",
+        "max_axis", "logsumexp", "logsumexp_axis", "softmax", "log_softmax",
+        "nn_binary_cross_entropy", "nn_binary_cross_entropy_with_logits",
+        "nn_softmax_cross_entropy",
+    };
+    const ag_op *op = ag_op_find(names[take(r) % (sizeof names / sizeof names[0])]);
+    ag_tensor *inputs[AG_MAX_INPUTS];
+    double params[AG_MAX_PARAMS];
+
+    if (op == NULL)
+        return; /* an nn op not registered yet */
+    int n_inputs = op->n_inputs;
+    if (take(r) % 16 == 0)
+        n_inputs = (int)(take(r) % (AG_MAX_INPUTS + 1));
+    for (int i = 0; i < n_inputs; i++)
+        inputs[i] = pick(p, r);
+
+    int n_params = (int)(take(r) % (AG_MAX_PARAMS + 1));
+    for (int i = 0; i < n_params; i++) {
+        unsigned b = take(r);
+        params[i] = b < 128 ? (double)(b % 8) - 4.0 : take_value(r);
+    }
+    keep(p, ag_apply(tape, op, n_inputs, inputs, n_params, params));
+}
+
 /* Applies one op chosen by the input to operands from the pool. */
 static void step(pool *p, ag_tape *tape, reader *r)
 {
@@ -147,7 +190,7 @@ static void step(pool *p, ag_tape *tape, reader *r)
 
     ag_tensor *x = pick(p, r);
     ag_dtype dtype = ag_tensor_dtype(x);
-    size_t op = take(r) % (n_unary + n_binary + n_axis + 14);
+    size_t op = take(r) % (n_unary + n_binary + n_axis + 15);
 
     if (op < n_unary) {
         keep(p, unary[op](tape, x));
@@ -200,6 +243,9 @@ static void step(pool *p, ag_tape *tape, reader *r)
             ag_tensor_set_requires_grad(w, true);
             ag_tensor_set_requires_grad(b, true);
         }
+        /* In the pool, their gradients are zeroed between the two passes. */
+        keep(p, w);
+        keep(p, b);
         keep(p, ag_linear(tape, x, w, b));
         break;
     }
@@ -226,6 +272,9 @@ static void step(pool *p, ag_tape *tape, reader *r)
         break;
     case 12:
         ag_tape_set_recording(tape, !ag_tape_is_recording(tape));
+        break;
+    case 13:
+        apply_by_name(p, tape, r);
         break;
     default:
         keep(p, ag_tensor_copy(tape, x, dtype == AG_F32 ? AG_F64 : AG_F32));
@@ -287,6 +336,41 @@ static void differentiate(pool *p, ag_tape *tape, ag_tensor *output)
     }
 }
 
+/* Takes the gradient of `output` with ag_grad, optionally building it from
+ * recorded ops, and differentiates the sum of those gradients once more.
+ * Checks the contracts only: NULL gradients and a message on failure,
+ * gradients of the inputs' shapes on success. */
+static void differentiate_twice(pool *p, ag_tape *tape, ag_tensor *output, bool create_graph)
+{
+    ag_tensor *inputs[POOL_SIZE];
+    ag_tensor *grads[POOL_SIZE];
+    int n = 0;
+
+    for (size_t i = 0; i < p->count; i++) {
+        if (ag_tensor_requires_grad(p->items[i]) && p->items[i] != output)
+            inputs[n++] = p->items[i];
+    }
+    if (n == 0)
+        return;
+
+    ag_error_clear();
+    if (ag_grad(tape, output, NULL, n, inputs, grads, create_graph) != 0) {
+        die_unless(ag_error() != NULL);
+        for (int i = 0; i < n; i++)
+            die_unless(grads[i] == NULL);
+        return;
+    }
+    ag_tensor *total = NULL;
+    for (int i = 0; i < n; i++) {
+        die_unless(grads[i] != NULL && ag_tensor_same_shape(grads[i], inputs[i]));
+        if (create_graph && ag_tensor_requires_grad(grads[i]))
+            total = total == NULL ? ag_sum(tape, grads[i])
+                                  : ag_add(tape, total, ag_sum(tape, grads[i]));
+    }
+    if (total != NULL && ag_backward(tape, total, NULL) != 0)
+        die_unless(ag_error() != NULL);
+}
+
 int fuzz_ops_one(const uint8_t *data, size_t size);
 int fuzz_ops_one(const uint8_t *data, size_t size)
 {
@@ -317,6 +401,8 @@ int fuzz_ops_one(const uint8_t *data, size_t size)
     for (size_t i = p.count; i-- > 0;) {
         if (ag_tensor_requires_grad(p.items[i])) {
             differentiate(&p, tape, p.items[i]);
+            if (ag_tensor_numel(p.items[i]) == 1)
+                differentiate_twice(&p, tape, p.items[i], take(&r) & 1);
             break;
         }
     }
