@@ -590,6 +590,54 @@ START_TEST(logsumexp_infinite_limits)
 }
 END_TEST
 
+START_TEST(softmax_infinite_limits)
+{
+    /* Rows holding +inf: softmax is 1/k on the k infinite logits and 0
+     * elsewhere, log_softmax -log k and -inf; the Jacobians are those at
+     * that softmax, so the gradient of sum(w * softmax) is y (w - y.w) and
+     * the vector-Jacobian product of log_softmax with w is w - y sum(w).
+     * PyTorch 1.13 gives NaN for all of these. A row of all -inf stays
+     * NaN. */
+    const double rows[6] = {INFINITY, 0.0, INFINITY, INFINITY, -1.0, 2.0};
+    const double w[6] = {1, 2, 3, 1, 2, 3};
+    const double softmax[6] = {0.5, 0.0, 0.5, 1.0, 0.0, 0.0};
+    const double log_softmax[6] = {-log(2.0), -INFINITY, -log(2.0), 0.0, -INFINITY, -INFINITY};
+    const double softmax_grad[6] = {0.5 * (1 - 2.0), 0, 0.5 * (3 - 2.0), 0, 0, 0};
+    const double log_softmax_grad[6] = {1 - 3.0, 2, 3 - 3.0, 1 - 6.0, 2, 3};
+    const double neg_inf[3] = {-INFINITY, -INFINITY, -INFINITY};
+
+    for (int d = 0; d < 2; d++) {
+        ag_tape *tape = ag_tape_new();
+        ag_tensor *x = leaf(tape, dtypes[d], AG_SHAPE(2, 3), rows);
+        ag_tensor *s = ag_softmax(tape, x, 1);
+        ag_tensor *ls = ag_log_softmax(tape, x, 1);
+        char what[64];
+
+        ck_assert_int_eq(ag_backward(tape, weighted_sum(tape, s, w), NULL), 0);
+        for (size_t i = 0; i < 6; i++) {
+            snprintf(what, sizeof what, "softmax[%zu] %s", i, dtype_name(dtypes[d]));
+            check_value(ag_tensor_get(s, i), softmax[i], tolerance(dtypes[d]), what);
+            check_value(grad_at(x, i), softmax_grad[i], tolerance(dtypes[d]), what);
+        }
+
+        /* A seed, because the loss sum(w * log_softmax) would be -inf. */
+        ag_tensor_zero_grad(x);
+        ag_tensor *seed = ag_tensor_from_doubles(tape, dtypes[d], AG_SHAPE(2, 3), w);
+        ck_assert_int_eq(ag_backward(tape, ls, seed), 0);
+        for (size_t i = 0; i < 6; i++) {
+            snprintf(what, sizeof what, "log_softmax[%zu] %s", i, dtype_name(dtypes[d]));
+            check_value(ag_tensor_get(ls, i), log_softmax[i], tolerance(dtypes[d]), what);
+            check_value(grad_at(x, i), log_softmax_grad[i], tolerance(dtypes[d]), what);
+        }
+
+        ag_tensor *z = ag_tensor_from_doubles(tape, dtypes[d], AG_SHAPE(3), neg_inf);
+        ck_assert(isnan(ag_tensor_get(ag_softmax(tape, z, 0), 0)));
+        ck_assert(isnan(ag_tensor_get(ag_log_softmax(tape, z, 0), 0)));
+        ag_tape_free(tape);
+    }
+}
+END_TEST
+
 START_TEST(max_axis_nan_shares)
 {
     /* A NaN in a slice makes its max NaN, and the NaN elements share the
@@ -1047,6 +1095,7 @@ static Suite *edge_numerics_suite(void)
     tcase_add_test(limits, cross_entropy_infinite_logits);
     tcase_add_test(limits, cross_entropy_neg_inf_label);
     tcase_add_test(limits, logsumexp_infinite_limits);
+    tcase_add_test(limits, softmax_infinite_limits);
     tcase_add_test(limits, max_axis_nan_shares);
     tcase_add_test(limits, adam_zero_grad_no_nan);
     suite_add_tcase(suite, limits);

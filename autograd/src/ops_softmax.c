@@ -85,8 +85,10 @@ static int softmax_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_
  * Infinities: a slice of all -inf has logsumexp -inf, and its gradient is
  * zero because no element contributes. A slice holding +inf has logsumexp
  * +inf, and its gradient, the limit of softmax, is shared evenly by the +inf
- * elements. softmax and log_softmax of such slices are NaN, as in PyTorch,
- * because the shifted inputs are -inf - (-inf) or inf - inf.
+ * elements. softmax and log_softmax of such a slice take that limit too
+ * (1/k and -log k on its k +inf elements, 0 and -inf elsewhere), where the
+ * shifted inputs inf - inf would give NaN. A slice of all -inf has no limit
+ * and gives NaN (-inf - (-inf)), as in PyTorch.
  */
 #define SOFTMAX_KERNELS(T)                                                     \
     /* The max of the slice; NaN wins, so a NaN input gives a NaN result. */   \
@@ -152,10 +154,25 @@ static int softmax_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_
             dx[k * stride] += scale * exp(x[k * stride] - m);                  \
     }                                                                          \
                                                                                \
+    /* The number of +inf elements of a slice whose max is +inf. */          \
+    static inline size_t count_pos_inf_##T(const T *x, size_t n, size_t stride) \
+    {                                                                          \
+        size_t count = 0;                                                      \
+        for (size_t k = 0; k < n; k++)                                         \
+            count += x[k * stride] == (T)INFINITY;                             \
+        return count;                                                          \
+    }                                                                          \
+                                                                               \
     static inline void softmax_slice_##T(const T *x, T *y, size_t n,           \
                                          size_t stride)                        \
     {                                                                          \
         const T m = max_slice_##T(x, n, stride);                               \
+        if (m == (T)INFINITY) {                                                \
+            const T share = (T)1 / (T)count_pos_inf_##T(x, n, stride);         \
+            for (size_t k = 0; k < n; k++)                                     \
+                y[k * stride] = x[k * stride] == m ? share : (T)0;             \
+            return;                                                            \
+        }                                                                      \
         const T inverse = (T)(1.0 / sum_exp_##T(x, y, n, stride, m));          \
         for (size_t k = 0; k < n; k++)                                         \
             y[k * stride] *= inverse;                                          \
@@ -179,6 +196,12 @@ static int softmax_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_
                                              size_t stride)                    \
     {                                                                          \
         const T m = max_slice_##T(x, n, stride);                               \
+        if (m == (T)INFINITY) {                                                \
+            const T log_share = -log((T)count_pos_inf_##T(x, n, stride));      \
+            for (size_t k = 0; k < n; k++)                                     \
+                y[k * stride] = x[k * stride] == m ? log_share : (T)-INFINITY; \
+            return;                                                            \
+        }                                                                      \
         const T log_total = (T)log(sum_exp_##T(x, NULL, n, stride, m));        \
         for (size_t k = 0; k < n; k++)                                         \
             y[k * stride] = (x[k * stride] - m) - log_total;                   \

@@ -333,7 +333,10 @@ ag_tensor *ag_rand_normal(ag_tape *tape, ag_dtype dtype, int ndim,
  * elements share its gradient. A +inf in a logsumexp slice gives +inf with
  * the gradient shared by the +inf entries (PyTorch gives NaN there); a slice
  * of all -inf gives -inf with a zero gradient. softmax and log_softmax of a
- * slice of all -inf, or one containing +inf, are NaN, as in PyTorch.
+ * slice holding k +inf entries take the same limit: 1/k (log_softmax
+ * -log k) on those entries and 0 (-inf) elsewhere, with the gradients of
+ * that softmax, where PyTorch gives NaN. A slice of all -inf has no limit
+ * and gives NaN, as in PyTorch.
  */
 
 /* Elementwise arithmetic with broadcasting. */
