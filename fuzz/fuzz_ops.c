@@ -1,8 +1,8 @@
 /*
  * Fuzz target: random op sequences. The input is decoded into leaves of
- * random shapes and values (including 0, +-inf, NaN and subnormals) and a
- * sequence of ops, losses and tape switches applied to them; then the last
- * value that requires a gradient is differentiated twice.
+ * random shapes and values (including 0, +-inf, NaN and subnormals) and
+ * into a sequence of ops, losses and tape switches applied to them. Then
+ * the last value that requires a gradient is differentiated twice.
  *
  * Besides the sanitizers, the target checks the library's contracts:
  *  - an op that returns NULL has set an error message;
@@ -133,9 +133,9 @@ static ag_tensor *make_labels(ag_tape *tape, reader *r, ag_tensor *logits)
 }
 
 /* Applies a registered op by name through ag_apply, with inputs from the
- * pool and scalar params from the input, as a custom caller could: axes
- * that are NaN or huge, clamp bounds in the wrong order, a wrong input
- * count. */
+ * pool and scalar params from the input, as a custom caller could. That
+ * reaches axes that are NaN or huge, clamp bounds in the wrong order and
+ * wrong input counts. */
 static void apply_by_name(pool *p, ag_tape *tape, reader *r)
 {
     static const char *const names[] = {

@@ -199,7 +199,7 @@ END_TEST
 
 START_TEST(anomaly_relu_passes_nan_to_report)
 {
-    /* relu does not hide a NaN, so anomaly mode sees it at relu. */
+    /* relu passes a NaN on, so anomaly mode reports it at relu. */
     const double values[2] = {NAN, -1.0};
     ag_tape *tape = ag_tape_new();
     ag_tape_set_anomaly_mode(tape, true);

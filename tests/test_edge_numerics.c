@@ -1,10 +1,10 @@
 /*
- * Numerics at the edges: values and gradients at 0, +-1e4, +-inf and NaN
- * against PyTorch 1.13 (tests/data/edge_reference.h, written by
- * edge_reference.py), limits where the library deliberately differs from
- * PyTorch against closed forms, gradient flow through reused values and
- * repeated backward passes, bad and empty inputs to every op and loss, and
- * a replay of the fuzz targets' seeds and regressions.
+ * Numerics at the edges. Values and gradients at 0, +-1e4, +-inf and NaN
+ * are compared with PyTorch 1.13 (tests/data/edge_reference.h, written by
+ * edge_reference.py). Where the library deliberately differs from PyTorch,
+ * its limits are compared with closed forms. The suite also covers reused
+ * values, repeated backward passes, bad and empty inputs to every op and
+ * loss, and replays the fuzz targets' seeds and regressions.
  */
 #define _GNU_SOURCE /* memfd_create, for the replayed fuzz targets */
 #include <dirent.h>
@@ -592,10 +592,10 @@ END_TEST
 
 START_TEST(softmax_infinite_limits)
 {
-    /* Rows holding +inf: softmax is 1/k on the k infinite logits and 0
-     * elsewhere, log_softmax -log k and -inf; the Jacobians are those at
-     * that softmax, so the gradient of sum(w * softmax) is y (w - y.w) and
-     * the vector-Jacobian product of log_softmax with w is w - y sum(w).
+    /* Rows with +inf: softmax is 1/k on the k infinite logits and 0
+     * elsewhere, and log_softmax is -log k and -inf. The Jacobians are those
+     * at that softmax y, so the gradient of sum(w * softmax) is y (w - y.w)
+     * and the vector-Jacobian product of log_softmax with w is w - y sum(w).
      * PyTorch 1.13 gives NaN for all of these. A row of all -inf stays
      * NaN. */
     const double rows[6] = {INFINITY, 0.0, INFINITY, INFINITY, -1.0, 2.0};
@@ -664,8 +664,9 @@ START_TEST(max_axis_nan_shares)
 }
 END_TEST
 
-/* Takes `steps` optimizer steps from a zero gradient and checks that the
- * parameter equals `expected` (the closed form) and is not NaN. */
+/* Takes three optimizer steps from a zero gradient and checks that each
+ * element is its start value times expected_factor (the closed form) and
+ * not NaN. */
 static void check_zero_grad_steps(nn_adam_options options, ag_dtype dtype, double expected_factor)
 {
     const double start[3] = {1.0, -2.0, 0.0};

@@ -5,7 +5,7 @@ each op's domain, for tests/test_edge_numerics.c.
 Run with Debian's python3-torch (1.13): /usr/bin/python3 edge_reference.py
 Everything is computed in float64. For each case the loss is
 sum(w * f(inputs)) with the weights w given beside the case (all ones when
-not given), and the gradients are those of that loss. The header holds the
+not given), and the gradients are those of that loss. The header contains the
 printed values, so the tests do not need PyTorch.
 
 Cases where the library deliberately differs from PyTorch (a limit where
@@ -237,7 +237,12 @@ lines += [
 ]
 for axis, x in max_cases:
     f = (lambda t: t.max().reshape(1)) if axis == -1 else (lambda t, a=axis: t.amax(a))
-    n_out = 1 if axis == -1 else (3 if axis == 0 else 2)
+    if axis == -1:
+        n_out = 1
+    elif axis == 0:
+        n_out = 3
+    else:
+        n_out = 2
     weights = [float(i + 1) for i in range(n_out)]
     value, (g,) = grads(f, x, weights=weights)
     lines.append("    {%d, %s, %s, %s}," % (axis, c_array(sum(x, [])),
