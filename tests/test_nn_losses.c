@@ -553,6 +553,379 @@ START_TEST(gaussian_nll_bad_sigma_rejected)
 }
 END_TEST
 
+/* ---- second derivatives ---------------------------------------------------- */
+
+/* The Hessians below are computed in f64 from the losses' own rules, so they
+ * agree with the closed forms up to rounding. */
+#define HESSIAN_TOL 1e-12
+
+/* A heap f64 tensor of shape (n) that requires a gradient. */
+static ag_tensor *heap_variable(size_t n, const double *values)
+{
+    ag_tensor *t = ag_tensor_from_doubles(NULL, AG_F64, AG_SHAPE(n), values);
+
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(ag_tensor_set_requires_grad(t, true), 0);
+    return t;
+}
+
+/* Returns ag_hessian of f, asserting that it is (n x n). */
+static ag_tensor *hessian_of(ag_function f, void *user, int n_inputs,
+                             ag_tensor *const *inputs, size_t n)
+{
+    ag_tensor *h = ag_hessian(f, user, n_inputs, inputs);
+
+    ck_assert_msg(h != NULL, "ag_hessian failed: %s", ag_error());
+    ck_assert_int_eq(ag_tensor_ndim(h), 2);
+    ck_assert_uint_eq(ag_tensor_dim(h, 0), n);
+    ck_assert_uint_eq(ag_tensor_dim(h, 1), n);
+    return h;
+}
+
+/* Cross-entropy of (2x3) logits passed flattened as (6), so the variables
+ * are the six logits. `user` points to the two labels. */
+static ag_tensor *cross_entropy_2x3_fn(ag_tape *tape, ag_tensor *const *in, int n,
+                                       void *user)
+{
+    (void)n;
+    ag_tensor *labels = ag_tensor_from_doubles(tape, ag_tensor_dtype(in[0]), AG_SHAPE(2),
+                                               user);
+    return nn_cross_entropy_loss(tape, ag_reshape(tape, in[0], AG_SHAPE(2, 3)), labels);
+}
+
+/* The same for one row of three logits. */
+static ag_tensor *cross_entropy_1x3_fn(ag_tape *tape, ag_tensor *const *in, int n,
+                                       void *user)
+{
+    (void)n;
+    ag_tensor *labels = ag_tensor_from_doubles(tape, ag_tensor_dtype(in[0]), AG_SHAPE(1),
+                                               user);
+    return nn_cross_entropy_loss(tape, ag_reshape(tape, in[0], AG_SHAPE(1, 3)), labels);
+}
+
+START_TEST(bce_hessian_closed_form)
+{
+    /* l = -(1/N) sum [y log p + (1 - y) log(1 - p)]:
+     * d2l/dp2 = (y / p^2 + (1 - y) / (1 - p)^2) / N,
+     * d2l/dp dy = -1 / (N p (1 - p)), d2l/dy2 = 0, nothing across elements. */
+    const double probs[3] = {0.2, 0.55, 0.9};
+    const double targets[3] = {0.0, 0.3, 1.0};
+    ag_tensor *inputs[2] = {heap_variable(3, probs), heap_variable(3, targets)};
+    ag_tensor *h = hessian_of(bce_fn, NULL, 2, inputs, 6);
+
+    for (size_t i = 0; i < 3; i++) {
+        double p = probs[i];
+        double y = targets[i];
+        double pp = (y / (p * p) + (1 - y) / ((1 - p) * (1 - p))) / 3;
+        double py = -1.0 / (3 * p * (1 - p));
+
+        for (size_t j = 0; j < 3; j++) {
+            double same = i == j ? 1.0 : 0.0;
+
+            ck_assert_close(ag_tensor_get(h, i * 6 + j), same * pp, HESSIAN_TOL, "d2l/dp2");
+            ck_assert_close(ag_tensor_get(h, i * 6 + 3 + j), same * py, HESSIAN_TOL,
+                            "d2l/dp dy");
+            ck_assert_close(ag_tensor_get(h, (3 + i) * 6 + j), same * py, HESSIAN_TOL,
+                            "d2l/dy dp");
+            ck_assert_close(ag_tensor_get(h, (3 + i) * 6 + 3 + j), 0.0, HESSIAN_TOL,
+                            "d2l/dy2");
+        }
+    }
+    ag_tensor_free(h);
+    ag_tensor_free(inputs[0]);
+    ag_tensor_free(inputs[1]);
+}
+END_TEST
+
+START_TEST(bce_hessian_clamped_at_0_and_1)
+{
+    /* Where p (1 - p) < 1e-12, dl/dp = (p - y) / (N 1e-12), so
+     * d2l/dp2 = 1e12 / N and d2l/dp dy = -1e12 / N. The clamped logs give
+     * dl/dy = (log(1 - p) - max(log p, -100)) / N, whose derivative by p is
+     * -1 / (N (1 - p)) = -1 / N at p = 0 and, by symmetry, -1 / N at p = 1.
+     * Every entry stays finite. */
+    const double probs[2] = {0.0, 1.0};
+    const double targets[2] = {1.0, 0.0};
+    ag_tensor *inputs[2] = {heap_variable(2, probs), heap_variable(2, targets)};
+    ag_tensor *h = hessian_of(bce_fn, NULL, 2, inputs, 4);
+
+    for (size_t k = 0; k < 16; k++)
+        ck_assert_msg(isfinite(ag_tensor_get(h, k)), "entry %zu is %g", k,
+                      ag_tensor_get(h, k));
+    for (size_t i = 0; i < 2; i++) {
+        ck_assert_close(ag_tensor_get(h, i * 4 + i), 1e12 / 2, HESSIAN_TOL, "d2l/dp2");
+        ck_assert_close(ag_tensor_get(h, i * 4 + 2 + i), -1e12 / 2, HESSIAN_TOL,
+                        "d2l/dp dy");
+        ck_assert_close(ag_tensor_get(h, (2 + i) * 4 + i), -1.0 / 2, HESSIAN_TOL,
+                        "d2l/dy dp");
+        ck_assert_double_eq(ag_tensor_get(h, (2 + i) * 4 + 2 + i), 0.0);
+    }
+    ag_tensor_free(h);
+    ag_tensor_free(inputs[0]);
+    ag_tensor_free(inputs[1]);
+}
+END_TEST
+
+START_TEST(cross_entropy_hessian_closed_form)
+{
+    /* l = (1/B) sum_r [logsumexp(a_r) - a_r,c_r]: within row r,
+     * d2l/da_ri da_rj = (s_i [i == j] - s_i s_j) / B with s = softmax(a_r),
+     * and 0 across rows. The labels take no part. */
+    double logits[6] = {0.5, -1.0, 2.0, 0.0, 0.25, -0.75};
+    double labels[2] = {2, 0};
+    ag_tensor *a = heap_variable(6, logits);
+    ag_tensor *h = hessian_of(cross_entropy_2x3_fn, labels, 1, &a, 6);
+
+    for (size_t r = 0; r < 2; r++) {
+        double s[3];
+        double total = 0.0;
+
+        for (size_t k = 0; k < 3; k++)
+            total += exp(logits[r * 3 + k]);
+        for (size_t k = 0; k < 3; k++)
+            s[k] = exp(logits[r * 3 + k]) / total;
+        for (size_t i = 0; i < 3; i++) {
+            for (size_t col = 0; col < 6; col++) {
+                size_t j = col % 3;
+                double expected = col / 3 == r ? (s[i] * (i == j) - s[i] * s[j]) / 2 : 0.0;
+
+                ck_assert_close(ag_tensor_get(h, (r * 3 + i) * 6 + col), expected,
+                                HESSIAN_TOL, "d2l/da2");
+            }
+        }
+    }
+    ag_tensor_free(h);
+    ag_tensor_free(a);
+}
+END_TEST
+
+/* The gradient of f by the backward kernels (ag_grad without create_graph)
+ * at `values`, one f64 input of n elements. */
+static void kernel_gradient(ag_function f, void *user, size_t n, const double *values,
+                            double *gradient)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(n), values);
+    ag_tensor *g = NULL;
+
+    ck_assert_int_eq(ag_tensor_set_requires_grad(x, true), 0);
+    ag_tensor *loss = f(tape, &x, 1, user);
+    ck_assert_msg(loss != NULL, "loss failed: %s", ag_error());
+    ck_assert_int_eq(ag_grad(tape, loss, NULL, 1, &x, &g, false), 0);
+    for (size_t i = 0; i < n; i++)
+        gradient[i] = ag_tensor_get(g, i);
+    ag_tape_free(tape);
+}
+
+START_TEST(cross_entropy_hessian_matches_differences)
+{
+    /* Column j of the Hessian against the central difference of the
+     * kernels' gradient along logit j. With step 1e-5 the truncation error
+     * is about 1e-10 and the rounding error about 1e-11. */
+    const double step = 1e-5;
+    double logits[6] = {3.0, -2.0, 0.5, 1.0, 1.0, -4.0};
+    double labels[2] = {0, 1};
+    ag_tensor *a = heap_variable(6, logits);
+    ag_tensor *h = hessian_of(cross_entropy_2x3_fn, labels, 1, &a, 6);
+
+    for (size_t j = 0; j < 6; j++) {
+        double plus[6];
+        double minus[6];
+        double up[6];
+        double down[6];
+
+        memcpy(plus, logits, sizeof plus);
+        memcpy(minus, logits, sizeof minus);
+        plus[j] += step;
+        minus[j] -= step;
+        kernel_gradient(cross_entropy_2x3_fn, labels, 6, plus, up);
+        kernel_gradient(cross_entropy_2x3_fn, labels, 6, minus, down);
+        for (size_t i = 0; i < 6; i++)
+            ck_assert_close(ag_tensor_get(h, i * 6 + j), (up[i] - down[i]) / (2 * step),
+                            1e-8, "Hessian column against differences");
+    }
+    ag_tensor_free(h);
+    ag_tensor_free(a);
+}
+END_TEST
+
+START_TEST(cross_entropy_hessian_f32)
+{
+    /* The same closed form for one row, at f32's precision. */
+    const double logits[3] = {1.5, -0.5, 0.25};
+    const double label[1] = {1};
+    ag_tensor *a = ag_tensor_from_doubles(NULL, AG_F32, AG_SHAPE(3), logits);
+    double s[3];
+    double total = exp(logits[0]) + exp(logits[1]) + exp(logits[2]);
+
+    ck_assert_int_eq(ag_tensor_set_requires_grad(a, true), 0);
+    ag_tensor *h = ag_hessian(cross_entropy_1x3_fn, (void *)label, 1, &a);
+    ck_assert_msg(h != NULL, "ag_hessian failed: %s", ag_error());
+    ck_assert_int_eq(ag_tensor_dtype(h), AG_F32);
+    for (size_t k = 0; k < 3; k++)
+        s[k] = exp(logits[k]) / total;
+    for (size_t i = 0; i < 3; i++) {
+        for (size_t j = 0; j < 3; j++)
+            ck_assert_close(ag_tensor_get(h, i * 3 + j), s[i] * (i == j) - s[i] * s[j], 1e-6,
+                            "d2l/da2 f32");
+    }
+    ag_tensor_free(h);
+    ag_tensor_free(a);
+}
+END_TEST
+
+START_TEST(cross_entropy_graph_rule_infinite_logit)
+{
+    /* Row 0 contains one +inf logit, the label's, so the kernel's limit
+     * softmax there is onehot(0) and the row's gradient is 0. The built
+     * gradient must give the same limit, not NaN. */
+    const double logits[6] = {INFINITY, 0.0, -1.0, 0.5, 2.0, -1.0};
+    const double labels[2] = {0, 2};
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *a = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(2, 3), logits);
+    ag_tensor *c = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(2), labels);
+    ag_tensor *built = NULL;
+    ag_tensor *kernel = NULL;
+
+    ck_assert_int_eq(ag_tensor_set_requires_grad(a, true), 0);
+    ag_tensor *loss = nn_cross_entropy_loss(tape, a, c);
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_int_eq(ag_grad(tape, loss, NULL, 1, &a, &built, true), 0);
+    ck_assert_int_eq(ag_grad(tape, loss, NULL, 1, &a, &kernel, false), 0);
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_double_eq(ag_tensor_get(built, i), 0.0);
+    for (size_t i = 0; i < 6; i++)
+        ck_assert_close(ag_tensor_get(built, i), ag_tensor_get(kernel, i), HESSIAN_TOL,
+                        "built gradient against the kernel's");
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(cross_entropy_labels_get_no_gradient)
+{
+    /* Labels that require a gradient still get none from the graph rule:
+     * ag_grad returns zeros for them. */
+    const double labels[1] = {1};
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *a = ag_full(tape, AG_F64, AG_SHAPE(1, 3), 0.5);
+    ag_tensor *c = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(1), labels);
+    ag_tensor *grads[2] = {NULL, NULL};
+
+    ck_assert_int_eq(ag_tensor_set_requires_grad(a, true), 0);
+    ck_assert_int_eq(ag_tensor_set_requires_grad(c, true), 0);
+    ag_tensor *loss = nn_cross_entropy_loss(tape, a, c);
+    ck_assert_int_eq(ag_grad(tape, loss, NULL, 2, (ag_tensor *[]){a, c}, grads, true), 0);
+    ck_assert_double_eq(ag_tensor_get(grads[1], 0), 0.0);
+    ck_assert_close(ag_tensor_get(grads[0], 1), 1.0 / 3 - 1.0, HESSIAN_TOL, "dl/da");
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(composed_losses_hessian_closed_form)
+{
+    /* mse: l = (1/N) sum (f - y)^2, so d2l/df2 = d2l/dy2 = 2/N and
+     * d2l/df dy = -2/N on the diagonal. sum of squares: 1/2 sum (y - f)^2
+     * gives 1 and -1. Nothing across elements. */
+    const double f_values[2] = {0.5, -1.5};
+    const double y_values[2] = {2.0, 0.25};
+    const struct {
+        const char *name;
+        ag_function f;
+        double scale;
+    } cases[2] = {{"mse", mse_fn, 2.0 / 2}, {"sum of squares", sum_of_squares_fn, 1.0}};
+
+    for (int k = 0; k < 2; k++) {
+        ag_tensor *inputs[2] = {heap_variable(2, f_values), heap_variable(2, y_values)};
+        ag_tensor *h = hessian_of(cases[k].f, NULL, 2, inputs, 4);
+
+        for (size_t i = 0; i < 4; i++) {
+            for (size_t j = 0; j < 4; j++) {
+                double sign = (i < 2) == (j < 2) ? 1.0 : -1.0;
+                double expected = i % 2 == j % 2 ? sign * cases[k].scale : 0.0;
+
+                ck_assert_close(ag_tensor_get(h, i * 4 + j), expected, HESSIAN_TOL,
+                                cases[k].name);
+            }
+        }
+        ag_tensor_free(h);
+        ag_tensor_free(inputs[0]);
+        ag_tensor_free(inputs[1]);
+    }
+}
+END_TEST
+
+START_TEST(gaussian_nll_hessian_closed_form)
+{
+    /* L = S / (2 s^2) + (N/2) log(2 pi s^2) with S = sum (y - f)^2:
+     * d2L/df_i df_j = [i == j] / s^2, d2L/df_i ds = 2 (y_i - f_i) / s^3,
+     * d2L/ds2 = 3 S / s^4 - N / s^2. The target is held constant. */
+    const double f_values[2] = {0.5, -1.5};
+    const double y_values[2] = {2.0, 0.25};
+    const double s = 0.8;
+    ag_tensor *f = heap_variable(2, f_values);
+    ag_tensor *y = ag_tensor_from_doubles(NULL, AG_F64, AG_SHAPE(2), y_values);
+    ag_tensor *sigma = heap_variable(1, &s);
+    ag_tensor *h = hessian_of(gaussian_nll_fn, NULL, 3, (ag_tensor *[]){f, y, sigma}, 3);
+    double squares = 0.0;
+
+    for (size_t i = 0; i < 2; i++) {
+        double d = y_values[i] - f_values[i];
+
+        squares += d * d;
+        for (size_t j = 0; j < 2; j++)
+            ck_assert_close(ag_tensor_get(h, i * 3 + j), i == j ? 1 / (s * s) : 0.0,
+                            HESSIAN_TOL, "d2L/df2");
+        ck_assert_close(ag_tensor_get(h, i * 3 + 2), 2 * d / (s * s * s), HESSIAN_TOL,
+                        "d2L/df ds");
+        ck_assert_close(ag_tensor_get(h, 2 * 3 + i), 2 * d / (s * s * s), HESSIAN_TOL,
+                        "d2L/ds df");
+    }
+    ck_assert_close(ag_tensor_get(h, 8), 3 * squares / (s * s * s * s) - 2 / (s * s),
+                    HESSIAN_TOL, "d2L/ds2");
+    ag_tensor_free(h);
+    ag_tensor_free(f);
+    ag_tensor_free(y);
+    ag_tensor_free(sigma);
+}
+END_TEST
+
+/* Runs ag_gradgradcheck on f with its inputs and asserts it passed. */
+static void assert_gradgradcheck(const char *name, ag_function f, int n_inputs,
+                                 ag_tensor *const *inputs)
+{
+    ag_gradcheck_result result;
+
+    ck_assert_msg(ag_gradgradcheck(f, NULL, n_inputs, inputs, NULL, &result) == 0,
+                  "%s: gradgradcheck failed to run: %s", name, ag_error());
+    ck_assert_msg(result.passed, "%s: %s", name, result.message);
+    ck_assert_uint_gt(result.n_checked, 0);
+}
+
+START_TEST(losses_pass_gradgradcheck)
+{
+    /* Every loss, the fused ones included, builds a gradient that matches
+     * its kernel and whose derivatives match central differences. */
+    const double labels[ROWS] = {3, 1, 0};
+    ag_tape *tape = ag_tape_new();
+    ag_rng rng = ag_rng_new(9);
+    ag_tensor *f = random_input(tape, -2, 2, &rng);
+    ag_tensor *y = random_input(tape, -2, 2, &rng);
+    ag_tensor *p = random_input(tape, 0.1, 0.9, &rng);
+    ag_tensor *q = random_input(tape, 0, 1, &rng);
+    ag_tensor *c = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(ROWS), labels);
+    ag_tensor *sigma = ag_scalar(tape, AG_F64, 1.3);
+
+    ag_tensor_set_requires_grad(sigma, true);
+    assert_gradgradcheck("mse", mse_fn, 2, (ag_tensor *[]){f, y});
+    assert_gradgradcheck("sum of squares", sum_of_squares_fn, 2, (ag_tensor *[]){f, y});
+    assert_gradgradcheck("bce", bce_fn, 2, (ag_tensor *[]){p, q});
+    assert_gradgradcheck("bce with logits", bce_logits_fn, 2, (ag_tensor *[]){f, q});
+    assert_gradgradcheck("cross-entropy", cross_entropy_fn, 2, (ag_tensor *[]){f, c});
+    assert_gradgradcheck("gaussian nll", gaussian_nll_fn, 3, (ag_tensor *[]){f, y, sigma});
+    ag_tape_free(tape);
+}
+END_TEST
+
 static Suite *losses_suite(void)
 {
     Suite *s = suite_create("nn_losses");
@@ -578,6 +951,19 @@ static Suite *losses_suite(void)
     tcase_add_test(extremes, cross_entropy_empty_batch_error);
     tcase_add_test(extremes, cross_entropy_is_registered_op);
     suite_add_tcase(s, extremes);
+
+    TCase *second_order = tcase_create("second_order");
+    tcase_add_test(second_order, bce_hessian_closed_form);
+    tcase_add_test(second_order, bce_hessian_clamped_at_0_and_1);
+    tcase_add_test(second_order, cross_entropy_hessian_closed_form);
+    tcase_add_test(second_order, cross_entropy_hessian_matches_differences);
+    tcase_add_test(second_order, cross_entropy_hessian_f32);
+    tcase_add_test(second_order, cross_entropy_graph_rule_infinite_logit);
+    tcase_add_test(second_order, cross_entropy_labels_get_no_gradient);
+    tcase_add_test(second_order, composed_losses_hessian_closed_form);
+    tcase_add_test(second_order, gaussian_nll_hessian_closed_form);
+    tcase_add_test(second_order, losses_pass_gradgradcheck);
+    suite_add_tcase(s, second_order);
 
     tcase_add_loop_test(errors, shape_mismatch_rejected, 0, n_pair);
     tcase_add_loop_test(errors, dtype_mismatch_rejected, 0, n_pair);

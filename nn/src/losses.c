@@ -5,7 +5,8 @@
  * clamped logs would give 0 * inf = NaN in a composed backward pass, binary
  * cross-entropy on logits, whose composed form is inf - inf at infinite
  * logits, and the fused softmax cross-entropy, the hot path of
- * classification training.
+ * classification training. Each also has a backward_graph rule built from
+ * ops, so ag_grad with create_graph differentiates through it.
  */
 #include <math.h>
 #include <stdio.h>
@@ -171,12 +172,59 @@ static int same_shape_rule(const ag_record *rec, ag_dtype *dtype, int *ndim, siz
     return 0;
 }
 
+/* Lower bound of the argument of a clamped log in the graph rule. It lies
+ * below exp(-100) ~ 3.7e-44, so the log still reaches the -100 clamp. It
+ * lies above 0, so log's derivative 1/x stays finite where the clamp's zero
+ * derivative multiplies it (at x = 0 the product is 0 * inf = NaN). */
+#define BCE_LOG_ARG_MIN 1e-44
+
+/* max(log x, -100) from ops, for x in [0, 1]: the value of clamped_log,
+ * with derivative 1/x above exp(-100) and 0 below. */
+static ag_tensor *clamped_log_graph(ag_tape *tape, ag_tensor *x)
+{
+    ag_tensor *safe = ag_clamp(tape, x, BCE_LOG_ARG_MIN, 1.0);
+
+    return ag_clamp(tape, ag_log(tape, safe), BCE_LOG_MIN, 0.0);
+}
+
+/* bce_backward's rule built from ops, so ag_grad can differentiate it again.
+ * Each clamp has derivative 0 where it holds.
+ * NOTE: where p (1 - p) < 1e-12 the clamped dl/dp and dl/dy are not the
+ * gradient of one function, so d2l/dp dy and d2l/dy dp differ there. */
+static int bce_backward_graph(ag_tape *tape, const ag_record *rec, ag_tensor *grad_output,
+                              const bool *needs_grad, ag_tensor **grad_inputs)
+{
+    ag_tensor *p = rec->inputs[0];
+    ag_tensor *y = rec->inputs[1];
+    ag_tensor *one_minus_p = ag_add_scalar(tape, ag_neg(tape, p), 1.0);
+
+    if (needs_grad[0]) {
+        ag_tensor *variance = ag_mul(tape, p, one_minus_p);
+        ag_tensor *denom = ag_clamp(tape, variance, BCE_GRAD_EPS, 0.25);
+        ag_tensor *numerator = ag_mul(tape, grad_output, ag_sub(tape, p, y));
+
+        grad_inputs[0] = ag_div(tape, numerator, denom);
+        if (grad_inputs[0] == NULL)
+            return -1;
+    }
+    if (needs_grad[1]) {
+        ag_tensor *d = ag_sub(tape, clamped_log_graph(tape, one_minus_p),
+                              clamped_log_graph(tape, p));
+
+        grad_inputs[1] = ag_mul(tape, grad_output, d);
+        if (grad_inputs[1] == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 static const ag_op bce_op = {
     .name = "nn_binary_cross_entropy",
     .n_inputs = 2,
     .shape = same_shape_rule,
     .forward = bce_forward,
     .backward = bce_backward,
+    .backward_graph = bce_backward_graph,
 };
 
 static once_flag bce_once = ONCE_FLAG_INIT;
@@ -474,12 +522,48 @@ static int cross_entropy_backward(ag_tape *tape, ag_record *rec)
     return 0;
 }
 
+/* Returns the one-hot (batch x classes) matrix of the saved labels, a
+ * constant on the tape. */
+static ag_tensor *one_hot_labels(ag_tape *tape, const ag_tensor *logits,
+                                 const cross_entropy_saved *saved)
+{
+    size_t batch = ag_tensor_dim(logits, 0);
+    size_t classes = ag_tensor_dim(logits, 1);
+    ag_tensor *onehot = ag_zeros(tape, ag_tensor_dtype(logits), AG_SHAPE(batch, classes));
+
+    for (size_t r = 0; onehot != NULL && r < batch; r++)
+        ag_tensor_set(onehot, r * classes + saved->labels[r], 1.0);
+    return onehot;
+}
+
+/* cross_entropy_backward's rule built from ops, so ag_grad can
+ * differentiate it again: g (softmax(a) - onehot) / B. Labels get none. */
+static int cross_entropy_backward_graph(ag_tape *tape, const ag_record *rec,
+                                        ag_tensor *grad_output, const bool *needs_grad,
+                                        ag_tensor **grad_inputs)
+{
+    ag_tensor *logits = rec->inputs[0];
+    size_t batch = ag_tensor_dim(logits, 0);
+
+    if (!needs_grad[0])
+        return 0;
+
+    /* ag_softmax takes the same limit as the kernel in a row holding +inf. */
+    ag_tensor *onehot = one_hot_labels(tape, logits, rec->saved);
+    ag_tensor *residual = ag_sub(tape, ag_softmax(tape, logits, 1), onehot);
+    ag_tensor *scaled = ag_mul_scalar(tape, grad_output, 1.0 / (double)batch);
+
+    grad_inputs[0] = ag_mul(tape, scaled, residual);
+    return grad_inputs[0] == NULL ? -1 : 0;
+}
+
 static const ag_op cross_entropy_op = {
     .name = "nn_softmax_cross_entropy",
     .n_inputs = 2,
     .shape = cross_entropy_shape,
     .forward = cross_entropy_forward,
     .backward = cross_entropy_backward,
+    .backward_graph = cross_entropy_backward_graph,
 };
 
 static once_flag cross_entropy_once = ONCE_FLAG_INIT;
