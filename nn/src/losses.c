@@ -172,19 +172,31 @@ static int same_shape_rule(const ag_record *rec, ag_dtype *dtype, int *ndim, siz
     return 0;
 }
 
-/* Lower bound of the argument of a clamped log in the graph rule. It lies
- * below exp(-100) ~ 3.7e-44, so the log still reaches the -100 clamp. It
- * lies above 0, so log's derivative 1/x stays finite where the clamp's zero
- * derivative multiplies it (at x = 0 the product is 0 * inf = NaN). */
-#define BCE_LOG_ARG_MIN 1e-44
-
-/* max(log x, -100) from ops, for x in [0, 1]: the value of clamped_log,
- * with derivative 1/x above exp(-100) and 0 below. */
+/* max(log x, -100) from ops, for x in [0, 1]: log x where it is at least
+ * -100, and the constant -100 elsewhere. There x is replaced by the
+ * constant 1 in the log, so the derivative is 0 and not 0 * (1/x), which
+ * is NaN at x = 0 and overflows f32 for x below about 3e-39. */
 static ag_tensor *clamped_log_graph(ag_tape *tape, ag_tensor *x)
 {
-    ag_tensor *safe = ag_clamp(tape, x, BCE_LOG_ARG_MIN, 1.0);
+    ag_dtype dtype = ag_tensor_dtype(x);
+    int ndim = ag_tensor_ndim(x);
+    const size_t *shape = ag_tensor_shape(x);
+    ag_tensor *keep = ag_zeros(tape, dtype, ndim, shape);   /* 1 where log x >= -100 */
+    ag_tensor *offset = ag_zeros(tape, dtype, ndim, shape); /* -100 elsewhere */
 
-    return ag_clamp(tape, ag_log(tape, safe), BCE_LOG_MIN, 0.0);
+    if (keep == NULL || offset == NULL)
+        return NULL;
+    for (size_t i = 0; i < ag_tensor_numel(x); i++) {
+        if (log(ag_tensor_get(x, i)) >= BCE_LOG_MIN)
+            ag_tensor_set(keep, i, 1.0);
+        else
+            ag_tensor_set(offset, i, BCE_LOG_MIN);
+    }
+
+    /* x where kept, 1 elsewhere */
+    ag_tensor *safe = ag_add(tape, ag_mul(tape, x, keep),
+                             ag_add_scalar(tape, ag_neg(tape, keep), 1.0));
+    return ag_add(tape, ag_log(tape, safe), offset);
 }
 
 /* bce_backward's rule built from ops, so ag_grad can differentiate it again.
