@@ -58,9 +58,11 @@ void cli_print_check_json(FILE *out, const ag_gradcheck_result *result,
 /* The commands. Each returns the exit status; argv[0] is the command name. */
 int cmd_grad(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_hessian(int argc, char **argv);
 
 /* Help texts, printed by `tapegrad --help` and by each command's --help. */
 void print_grad_help(FILE *out);
 void print_check_help(FILE *out);
+void print_hessian_help(FILE *out);
 
 #endif /* TAPEGRAD_TOOLS_CLI_H */

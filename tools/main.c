@@ -18,6 +18,8 @@ static void print_help(FILE *out)
           "Commands:\n"
           "  grad EXPR NAME=VALUE...           evaluate an expression and its gradient\n"
           "                                    with respect to every bound name\n"
+          "  hessian EXPR NAME=VALUE...        evaluate a one-element expression and its\n"
+          "                                    matrix of second derivatives\n"
           "  check LIB.so SYMBOL --input SHAPE...\n"
           "                                    gradient-check a C function loaded from a\n"
           "                                    shared library\n"
@@ -32,6 +34,9 @@ static void print_help(FILE *out)
           "----------------------------------------------------------------------------\n",
           out);
     print_grad_help(out);
+    fputs("\n----------------------------------------------------------------------------\n",
+          out);
+    print_hessian_help(out);
     fputs("\n----------------------------------------------------------------------------\n",
           out);
     print_check_help(out);
@@ -49,6 +54,8 @@ int main(int argc, char **argv)
         return cmd_grad(argc - 1, argv + 1);
     if (strcmp(command, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
+    if (strcmp(command, "hessian") == 0)
+        return cmd_hessian(argc - 1, argv + 1);
     if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 ||
         strcmp(command, "help") == 0) {
         print_help(stdout);
@@ -59,7 +66,8 @@ int main(int argc, char **argv)
         return CLI_OK;
     }
 
-    cli_error("unknown command '%s'; the commands are grad and check (see tapegrad --help)",
+    cli_error("unknown command '%s'; the commands are grad, hessian and check (see "
+              "tapegrad --help)",
               command);
     return CLI_USAGE;
 }
