@@ -7,7 +7,8 @@
  * column at a time from f evaluated in f64:
  *   J[:, e] ~ (f(x + eps u_e) - f(x - eps u_e)) / (2 eps),
  * whose truncation error is O(eps^2). All work happens on copies, so the
- * caller's inputs and their gradients stay untouched.
+ * caller's inputs and their gradients stay untouched. f(x) itself gives the
+ * one-sided differences that tell a kink from a wrong gradient.
  */
 #include <math.h>
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "kink.h"
 
 typedef struct gradcheck_run {
     ag_function f;
@@ -27,7 +29,11 @@ typedef struct gradcheck_run {
     size_t n_wrt;      /* elements of the inputs that require a gradient */
     size_t n_out;      /* elements of f's output */
     double *jacobian;  /* analytic Jacobian, n_out x n_wrt, row-major */
+    double *center;    /* f(x), n_out values */
     double *plus;      /* f(x + eps u_e), n_out values */
+    double *minus;     /* f(x - eps u_e) */
+    double *plus_half; /* f(x + eps/2 u_e), evaluated at candidate kinks */
+    double *minus_half;
 
     bool any_analytic_nonzero;
     bool any_numeric_nonzero;
@@ -224,12 +230,17 @@ static int analytic_jacobian(gradcheck_run *run, ag_gradcheck_result *result)
         goto done;
     }
     run->jacobian = ag_heap_alloc(run->n_out * run->n_wrt * sizeof(double));
-    run->plus = ag_heap_alloc(run->n_out * sizeof(double));
-    if (run->jacobian == NULL || run->plus == NULL) {
+    /* One block for f(x) and the four moved points. */
+    run->center = ag_calloc(run->n_out, 5 * sizeof(double));
+    if (run->jacobian == NULL || run->center == NULL) {
         ag_set_error("out of memory for a %zu x %zu Jacobian", run->n_out, run->n_wrt);
         fail_keeping_cause(result, "cannot allocate the Jacobian");
         goto done;
     }
+    run->plus = run->center + run->n_out;
+    run->minus = run->plus + run->n_out;
+    run->plus_half = run->minus + run->n_out;
+    run->minus_half = run->plus_half + run->n_out;
     status = backward_rows(run, tape, output, result);
 
 done:
@@ -240,25 +251,21 @@ done:
 /* ---- the numeric Jacobian ------------------------------------------------- */
 
 /* Evaluates f on the f64 copies in run->work, on a tape just reset (which
- * is as good as a fresh one), and checks that the output size matches. */
-static ag_tensor *evaluate_f64(gradcheck_run *run, ag_tape *tape, int input,
-                               size_t element, double step,
-                               ag_gradcheck_result *result)
+ * is as good as a fresh one), checks that the output size matches, and
+ * copies the output into `values`. `point` names where f was evaluated, for
+ * the error message. */
+static int evaluate_f64(gradcheck_run *run, ag_tape *tape, const char *point,
+                        double *values, ag_gradcheck_result *result)
 {
-    char label[64];
-    char context[160];
+    char context[192];
 
     ag_tape_reset(tape);
     ag_error_clear();
     ag_tensor *output = run->f(tape, run->work, run->n_inputs, run->user);
 
-    input_label(run, input, label, sizeof label);
     if (output == NULL) {
-        snprintf(context, sizeof context,
-                 "the function failed in f64 with %s element %zu moved by %g",
-                 label, element, step);
-        fail_keeping_cause(result, context);
-        return NULL;
+        snprintf(context, sizeof context, "the function failed in f64 %s", point);
+        return fail_keeping_cause(result, context);
     }
     if (output->numel != run->n_out) {
         snprintf(result->message, sizeof result->message,
@@ -266,18 +273,65 @@ static ag_tensor *evaluate_f64(gradcheck_run *run, ag_tape *tape, int input,
                  "inputs' dtype; the function must give one shape for both",
                  output->numel, run->n_out);
         ag_set_error("%s", result->message);
-        return NULL;
+        return -1;
     }
-    return output;
+
+    /* Copy before x is restored: f may return its input unchanged, so the
+     * output can share x's data. */
+    for (size_t j = 0; j < run->n_out; j++)
+        values[j] = ag_tensor_get(output, j);
+    return 0;
+}
+
+/* Evaluates f with one element of the f64 copy of `input` moved by `step`,
+ * then puts the element back. */
+static int evaluate_moved(gradcheck_run *run, ag_tape *tape, int input, size_t element,
+                          double step, double *values, ag_gradcheck_result *result)
+{
+    double *x = run->work[input]->data;
+    const double center = x[element];
+    char label[64];
+    char point[128];
+
+    snprintf(point, sizeof point, "with %s element %zu moved by %g",
+             input_label(run, input, label, sizeof label), element, step);
+    x[element] = center + step;
+    int status = evaluate_f64(run, tape, point, values, result);
+    x[element] = center;
+    return status;
+}
+
+/* Keeps the first kink in result; kinks stay out of the verdict. */
+static void note_kink(int input, size_t element, size_t output_index, double analytic,
+                      const ag_quotients *q, ag_gradcheck_result *result)
+{
+    result->n_checked++;
+    if (result->n_kinks++ > 0)
+        return;
+    result->kink_input = input;
+    result->kink_index = element;
+    result->kink_output = output_index;
+    result->kink_analytic = analytic;
+    result->kink_left = q->left;
+    result->kink_right = q->right;
 }
 
 /* Compares the numeric column of one input element with the analytic one and
  * keeps the worst element in result. Passes when
- * |analytic - numeric| <= atol + rtol * |numeric|. */
+ * |analytic - numeric| <= atol + rtol * |numeric|, or when the element sits
+ * at a kink. */
 static void compare(gradcheck_run *run, int input, size_t element, size_t column,
-                    size_t output_index, double numeric, ag_gradcheck_result *result)
+                    size_t output_index, const ag_quotients *q,
+                    ag_gradcheck_result *result)
 {
     double analytic = run->jacobian[output_index * run->n_wrt + column];
+    double numeric = q->central;
+
+    if (ag_kink_candidate(&run->options, analytic, q) && ag_kink_confirmed(&run->options, q)) {
+        note_kink(input, element, output_index, analytic, q, result);
+        return;
+    }
+
     double abs_error = fabs(analytic - numeric);
     double tolerance = run->options.atol + run->options.rtol * fabs(numeric);
     bool ok = abs_error <= tolerance; /* false when either value is NaN */
@@ -306,40 +360,45 @@ static void compare(gradcheck_run *run, int input, size_t element, size_t column
 }
 
 /* Moves one element of the f64 copy of `input` by +-eps, evaluates f at both
- * points and compares the difference quotient with the analytic column. */
+ * points and compares the difference quotients with the analytic column.
+ * Where a partial looks like a kink, f is also evaluated at +-eps/2 to tell
+ * a kink from curvature. */
 static int check_element(gradcheck_run *run, ag_tape *tape, int input,
                          size_t element, size_t column, ag_gradcheck_result *result)
 {
-    double *x = run->work[input]->data;
-    const double center = x[element];
     const double eps = run->options.eps;
 
-    x[element] = center + eps;
-    ag_tensor *output = evaluate_f64(run, tape, input, element, eps, result);
-    if (output != NULL) {
-        for (size_t j = 0; j < run->n_out; j++)
-            run->plus[j] = ag_tensor_get(output, j);
-        x[element] = center - eps;
-        output = evaluate_f64(run, tape, input, element, -eps, result);
-    }
-
-    /* Take the quotients before restoring x: f may return its input
-     * unchanged, so output can share x's data. */
-    if (output != NULL) {
-        for (size_t j = 0; j < run->n_out; j++)
-            run->plus[j] = (run->plus[j] - ag_tensor_get(output, j)) / (2.0 * eps);
-    }
-    x[element] = center;
-    if (output == NULL)
+    if (evaluate_moved(run, tape, input, element, eps, run->plus, result) != 0 ||
+        evaluate_moved(run, tape, input, element, -eps, run->minus, result) != 0)
         return -1;
 
-    for (size_t j = 0; j < run->n_out; j++)
-        compare(run, input, element, column, j, run->plus[j], result);
+    bool any_candidate = false;
+    for (size_t j = 0; j < run->n_out && !any_candidate; j++) {
+        ag_quotients q;
+
+        ag_quotients_fill(&q, run->plus[j], run->center[j], run->minus[j], eps);
+        any_candidate = ag_kink_candidate(&run->options,
+                                          run->jacobian[j * run->n_wrt + column], &q);
+    }
+    if (any_candidate &&
+        (evaluate_moved(run, tape, input, element, eps / 2, run->plus_half, result) != 0 ||
+         evaluate_moved(run, tape, input, element, -eps / 2, run->minus_half, result) != 0))
+        return -1;
+
+    for (size_t j = 0; j < run->n_out; j++) {
+        ag_quotients q;
+
+        ag_quotients_fill(&q, run->plus[j], run->center[j], run->minus[j], eps);
+        if (any_candidate)
+            ag_quotients_fill_half(&q, run->plus_half[j], run->center[j],
+                                   run->minus_half[j], eps);
+        compare(run, input, element, column, j, &q, result);
+    }
     return 0;
 }
 
 /* Replaces run->work by f64 heap copies of the inputs, none requiring a
- * gradient, and checks every column of the Jacobian. */
+ * gradient, evaluates f(x) and checks every column of the Jacobian. */
 static int numeric_columns(gradcheck_run *run, ag_gradcheck_result *result)
 {
     ag_tape *tape = ag_tape_new();
@@ -359,6 +418,8 @@ static int numeric_columns(gradcheck_run *run, ag_gradcheck_result *result)
         }
         ag_tensor_set_name(run->work[i], run->inputs[i]->name);
     }
+    if (evaluate_f64(run, tape, "at the inputs", run->center, result) != 0)
+        goto done;
 
     for (int i = 0; i < run->n_inputs; i++) {
         if (!run->inputs[i]->requires_grad)
@@ -380,12 +441,37 @@ done:
 
 /* ---- the verdict ---------------------------------------------------------- */
 
-static void write_verdict(const gradcheck_run *run, ag_gradcheck_result *result)
+/* Writes " 2 partials at a kink were left out, the first at input 0 "x"
+ * element 0, output element 0: one-sided derivatives 0 and 1, analytic 0."
+ * (nothing without kinks). */
+static void describe_kinks(const gradcheck_run *run, const ag_gradcheck_result *result,
+                           char *buf, size_t size)
 {
     char label[64];
-    const ag_gradcheck_options *o = &run->options;
 
-    input_label(run, result->worst_input, label, sizeof label);
+    buf[0] = '\0';
+    if (result->n_kinks == 0)
+        return;
+    snprintf(buf, size,
+             " %zu partial%s at a kink left out, the first at %s element %zu, output "
+             "element %zu: one-sided derivatives %.6g and %.6g, analytic %.6g.",
+             result->n_kinks, result->n_kinks == 1 ? "" : "s",
+             input_label(run, result->kink_input, label, sizeof label),
+             result->kink_index, result->kink_output, result->kink_left,
+             result->kink_right, result->kink_analytic);
+}
+
+static void write_verdict(const gradcheck_run *run, ag_gradcheck_result *result)
+{
+    char label[64] = "";
+    char kinks[224];
+    const ag_gradcheck_options *o = &run->options;
+    size_t n_compared = result->n_checked - result->n_kinks;
+
+    if (result->worst_input >= 0)
+        input_label(run, result->worst_input, label, sizeof label);
+    describe_kinks(run, result, kinks, sizeof kinks);
+
     if (!run->any_analytic_nonzero && run->any_numeric_nonzero) {
         result->passed = false;
         snprintf(result->message, sizeof result->message,
@@ -401,14 +487,19 @@ static void write_verdict(const gradcheck_run *run, ag_gradcheck_result *result)
                  "|numeric|",
                  label, result->worst_index, result->worst_output, result->analytic,
                  result->numeric, result->abs_error, o->atol, o->rtol);
+    } else if (n_compared == 0) {
+        result->passed = true;
+        snprintf(result->message, sizeof result->message,
+                 "ag_gradcheck: passed: every partial is at a kink, none to compare.%s",
+                 kinks);
     } else {
         result->passed = true;
         snprintf(result->message, sizeof result->message,
                  "ag_gradcheck: passed: %zu partials within atol %g + rtol %g * "
                  "|numeric|. The worst is %s element %zu, output element %zu, abs "
-                 "error %.3g.",
-                 result->n_checked, o->atol, o->rtol, label, result->worst_index,
-                 result->worst_output, result->abs_error);
+                 "error %.3g.%s",
+                 n_compared, o->atol, o->rtol, label, result->worst_index,
+                 result->worst_output, result->abs_error, kinks);
     }
 }
 
@@ -420,6 +511,7 @@ int ag_gradcheck(ag_function f, void *user, int n_inputs, ag_tensor *const *inpu
     if (result != NULL) {
         memset(result, 0, sizeof *result);
         result->worst_input = -1;
+        result->kink_input = -1;
     }
     if (check_arguments(f, n_inputs, inputs, options, result) != 0) {
         if (result != NULL)
@@ -453,6 +545,6 @@ int ag_gradcheck(ag_function f, void *user, int n_inputs, ag_tensor *const *inpu
 
     ag_heap_free(run.work);
     ag_heap_free(run.jacobian);
-    ag_heap_free(run.plus);
+    ag_heap_free(run.center);
     return status;
 }

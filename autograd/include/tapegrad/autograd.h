@@ -556,6 +556,17 @@ typedef struct ag_gradcheck_result {
                            abs_error > 0, 0 when both are 0 */
     size_t n_checked;   /* number of partial derivatives compared */
     char message[256];  /* a one-line verdict */
+
+    /* Partials at a kink: the one-sided differences (f(x) - f(x - eps)) / eps
+     * and (f(x + eps) - f(x)) / eps disagree, and the analytic value lies
+     * between them. They count in n_checked but not in the verdict. */
+    size_t n_kinks;
+    int kink_input;       /* input of the first kink, or -1 when none */
+    size_t kink_index;    /* its element (row-major) */
+    size_t kink_output;   /* its output element */
+    double kink_analytic; /* tape gradient there */
+    double kink_left;     /* (f(x) - f(x - eps)) / eps there */
+    double kink_right;    /* (f(x + eps) - f(x)) / eps there */
 } ag_gradcheck_result;
 
 /* Returns PyTorch's default tolerances: eps 1e-6, atol 1e-5, rtol 1e-3. */
@@ -567,6 +578,20 @@ ag_gradcheck_options ag_gradcheck_defaults(void);
  * |analytic - numeric| <= atol + rtol * |numeric|. The check also fails when
  * every analytic partial is zero while the function changes, so a missing
  * backward cannot pass. `options` may be NULL for the defaults.
+ *
+ * A partial at a kink (relu or abs at 0, tied maxima, clamp at a bound, or
+ * any point where f has two one-sided derivatives) is counted in
+ * result->n_kinks and left out of the verdict, because the central
+ * difference there is the mean of the two one-sided slopes and matches no
+ * convention. A partial is at a kink when three things hold. The one-sided
+ * differences with step eps differ by more than atol + rtol * (the larger
+ * of their magnitudes). The gap does not halve with step eps / 2, as it
+ * would for a smooth f, where it is about eps f'': |gap(eps) -
+ * 2 gap(eps / 2)| exceeds the same tolerance. The analytic value lies
+ * between the one-sided differences within that tolerance. An analytic
+ * value outside them fails as usual. Elements within eps of a kink are
+ * mostly reported as at it too.
+ *
  * The inputs are not modified. Returns 0 when the check ran (see
  * result->passed), -1 with an error when f failed, the inputs are invalid,
  * no input requires a gradient, or the output or every checked input is
@@ -678,6 +703,116 @@ int ag_hvp(ag_function f, void *user, int n_inputs, ag_tensor *const *inputs,
 int ag_gradgradcheck(ag_function f, void *user, int n_inputs,
                      ag_tensor *const *inputs, const ag_gradcheck_options *options,
                      ag_gradcheck_result *result);
+
+/* ------------------------------------------------------------------------ */
+/* Checking each record's backward rule                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Outputs of at most this many elements are checked with their whole local
+ * Jacobian; larger ones with one random projection. */
+#define AG_RECORD_CHECK_FULL 16
+
+typedef struct ag_record_check_result {
+    bool passed;
+    size_t n_records;   /* records checked */
+    size_t n_failed;    /* records whose local gradient is wrong */
+    size_t n_checked;   /* partials compared, over all records */
+    size_t n_kinks;     /* partials at a kink, left out of the verdict */
+
+    /* The first wrong record and its worst partial, when passed is false. */
+    size_t record;      /* index on the tape */
+    char op[48];        /* its op's name (cut to fit) */
+    int input;          /* the input of that record, or -1 when none failed */
+    size_t element;     /* the input's element (row-major) */
+    bool projected;     /* partial of a random projection <u, output> */
+    size_t output_element; /* the output element, when not projected */
+    double analytic;    /* from the record's backward rule */
+    double numeric;     /* central difference of the op's forward */
+    double abs_error;   /* |analytic - numeric| */
+
+    /* The first kink, when n_kinks > 0. */
+    size_t kink_record;
+    int kink_input;
+    size_t kink_element;
+
+    char message[256];  /* a one-line verdict */
+} ag_record_check_result;
+
+/* Checks the backward rule of every record on the tape, one record at a
+ * time, at the values its inputs hold now (the recorded values, unless the
+ * caller has written to them since). For a record y = op(x_1, ..., x_k) and
+ * a seed u of y's shape, the backward rule is run with u as the output's
+ * adjoint into zeroed scratch adjoints, which gives u^T dy/dx_i. The op is
+ * re-run through its definition (shape rule and forward, with the record's
+ * params) on f64 copies of the inputs on a private tape, and each element
+ * of each input that requires a gradient is moved by +-eps, which gives the
+ * central difference of <u, y>. Outputs of up to AG_RECORD_CHECK_FULL
+ * elements use every one-hot u (the whole local Jacobian); larger ones use
+ * one normal random u from a fixed seed. The criterion and the kink rule
+ * are ag_gradcheck's; `options` may be NULL for its defaults.
+ *
+ * result names the first record, in tape order, with a partial out of
+ * tolerance: its index, op, input and element, and the analytic and numeric
+ * values of its worst partial. So a wrong custom op inside a large
+ * expression is found by its record, where ag_gradcheck only reports that
+ * the whole gradient is wrong.
+ *
+ * Costs two forward runs of the op per input element (four at a kink) and
+ * one backward run per seed. The tape's values, adjoints, gradients and
+ * records are left as they were, but the backward rules run once more with
+ * recording off and may take arena memory, as for ag_tape_print. Every op
+ * must work for f64 inputs. Returns 0 when the check ran (see
+ * result->passed; a tape without records passes), -1 with an error when an
+ * argument is invalid, an op fails in f64 or a backward rule fails (the
+ * message names the record). */
+int ag_check_records(ag_tape *tape, const ag_gradcheck_options *options,
+                     ag_record_check_result *result);
+
+/* ------------------------------------------------------------------------ */
+/* Taylor-remainder test                                                     */
+/* ------------------------------------------------------------------------ */
+
+#define AG_TAYLOR_STEPS 20 /* rows of the table: h = 2^-1 ... 2^-20 */
+
+typedef struct ag_taylor_result {
+    bool passed;
+    double order;          /* fitted slope of log r against log h; NaN when
+                              it could not be measured */
+    int n_steps;           /* rows filled in h and remainder */
+    double h[AG_TAYLOR_STEPS];
+    double remainder[AG_TAYLOR_STEPS]; /* r(h); NaN where f is not finite */
+    int fit_first;         /* rows the slope was fitted over, or -1 */
+    int fit_last;
+    double value;          /* f(x), evaluated in f64 */
+    double directional;    /* <grad f(x), v> from the tape */
+    char message[256];     /* a one-line verdict */
+} ag_taylor_result;
+
+/* Checks the gradient of f by its Taylor remainder. With a random unit
+ * direction v over the input elements that require a gradient,
+ *   r(h) = |f(x + h v) - f(x) - h <grad f(x), v>|
+ * is O(h^2) when the gradient is right and O(h) when it is wrong. The test
+ * computes r for h = 2^-1 ... 2^-AG_TAYLOR_STEPS, with f in f64 and the
+ * gradient from the tape at the inputs' own dtype. It fits the slope of
+ * log r against log h over up to 8 consecutive steps, the smallest ones
+ * whose r is above the rounding level, and passes when that order is within
+ * [1.8, 2.2].
+ *
+ * Special cases pass with a note in the message: r at the rounding level
+ * (or exactly 0) for every h, as for a function linear along v, and r
+ * falling abruptly to that level below some h, as for a piecewise-linear f
+ * (relu, abs) whose linear piece the small steps stay on. An order above
+ * 2.2 fails: the second derivative along v vanishes there, so try another
+ * point or direction. Fewer than 3 steps above the rounding level fail as
+ * inconclusive.
+ *
+ * An output with more than one element is reduced to <u, f(x)> with a
+ * random u. v (and u) come from `rng`, which advances; NULL uses a fixed
+ * seed. The inputs are not modified. Returns 0 when the test ran (see
+ * result->passed), -1 with an error when the arguments are invalid, no
+ * input requires a gradient, f fails, or f(x) is not finite. */
+int ag_taylor_test(ag_function f, void *user, int n_inputs,
+                   ag_tensor *const *inputs, ag_rng *rng, ag_taylor_result *result);
 
 #ifdef __cplusplus
 }
