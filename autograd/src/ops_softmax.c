@@ -422,9 +422,10 @@ static ag_tensor *with_kept_axis(ag_tape *tape, const ag_record *rec, int axis,
 /* d logsumexp(x)/dx = softmax(x) along the reduced slices, so dx = g *
  * softmax(x) with g broadcast over each slice. Over all elements, softmax
  * runs on x flattened.
- * NOTE: a slice holding an infinity gives NaN here (softmax is NaN there),
- * where the kernel returns the limit: 0 for all -inf, or the share of the
- * +inf elements. */
+ * A slice holding +inf gets the share of its +inf elements, as from the
+ * kernel, because softmax takes that limit too.
+ * NOTE: a slice of all -inf gives NaN here (softmax has no limit there),
+ * where the kernel returns 0. */
 static int logsumexp_all_backward_graph(ag_tape *tape, const ag_record *rec,
                                         ag_tensor *g, const bool *needs_grad,
                                         ag_tensor **grad_inputs)

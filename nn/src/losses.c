@@ -419,9 +419,9 @@ typedef struct cross_entropy_saved {
  * softmax taken as exp(a_r,c - logsumexp(a_r)).
  *
  * A row holding +inf takes the limit in which its k infinite logits grow
- * together, as ag_logsumexp does: the softmax is 1/k on them and 0
- * elsewhere, and the row's loss is log k when the label's logit is +inf
- * and inf otherwise. The plain formulas would give inf - inf = NaN.
+ * together, as ag_logsumexp does. The softmax is then 1/k on them and 0
+ * elsewhere. The row's loss is log k when the label's logit is +inf, and
+ * inf otherwise. The plain formulas would give inf - inf = NaN.
  */
 #define CROSS_ENTROPY_KERNELS(T)                                                \
     static size_t count_pos_inf_##T(const T *row, size_t classes)               \
