@@ -145,6 +145,27 @@ void cli_print_check_text(FILE *out, const ag_gradcheck_result *result,
         fprintf(out, "  %s\n", result->message);
 }
 
+void cli_print_check2_text(FILE *out, const ag_gradcheck_result *result,
+                           const ag_gradcheck_options *options, const char *gradient_label,
+                           const char *input_label, const ag_tensor *input)
+{
+    fprintf(out, "second-order check: %s (%zu comparison%s)\n",
+            result->passed ? "passed" : "FAILED", result->n_checked,
+            result->n_checked == 1 ? "" : "s");
+    fprintf(out, "  criterion: |analytic - numeric| <= %g + %g * |numeric|, step %g\n",
+            options->atol, options->rtol, options->eps);
+    if (input != NULL) {
+        char position[128];
+
+        cli_format_position(position, sizeof position, input, result->worst_index);
+        fprintf(out, "  worst element: %s by %s%s\n", gradient_label, input_label, position);
+        fprintf(out, "  analytic %.10g, numeric %.10g, abs error %.2e, rel error %.2e\n",
+                result->analytic, result->numeric, result->abs_error, result->rel_error);
+    }
+    if (!result->passed && result->message[0] != '\0')
+        fprintf(out, "  %s\n", result->message);
+}
+
 void cli_print_check_json(FILE *out, const ag_gradcheck_result *result,
                           const ag_gradcheck_options *options, const char *input_label,
                           const ag_tensor *input, const char *indent)

@@ -55,6 +55,14 @@ void cli_print_check_json(FILE *out, const ag_gradcheck_result *result,
                           const ag_gradcheck_options *options, const char *input_label,
                           const ag_tensor *input, const char *indent);
 
+/* Writes a second-order check result (ag_gradgradcheck) as text.
+ * `gradient_label` names the worst element of the gradient, such as
+ * "d/dy[0]"; `input_label` and `input` name the input element it was
+ * differentiated by, as for cli_print_check_text. */
+void cli_print_check2_text(FILE *out, const ag_gradcheck_result *result,
+                           const ag_gradcheck_options *options, const char *gradient_label,
+                           const char *input_label, const ag_tensor *input);
+
 /* The commands. Each returns the exit status; argv[0] is the command name. */
 int cmd_grad(int argc, char **argv);
 int cmd_check(int argc, char **argv);

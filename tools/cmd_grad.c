@@ -22,15 +22,22 @@ void print_grad_help(FILE *out)
         "                      (default f64)\n"
         "  --format text|json  output format (default text); json prints one object:\n"
         "                      {\"value\": ..., \"grad\": {NAME: ... or null},\n"
-        "                      \"check\": ...}\n"
+        "                      \"check\": ..., \"check2\": ...}\n"
         "  --check             compare the gradient with central finite differences\n"
         "                      (ag_gradcheck) for every bound name, holding the labels\n"
         "                      of cross_entropy constant; exit status 1 when they\n"
         "                      disagree\n"
-        "  --eps H             finite-difference step for --check (default 1e-6)\n"
-        "  --atol A            absolute tolerance for --check (default 1e-5)\n"
-        "  --rtol R            relative tolerance for --check (default 1e-3); an\n"
-        "                      element passes when\n"
+        "  --check2            check second derivatives (ag_gradgradcheck): the\n"
+        "                      gradient built from differentiable backward rules\n"
+        "                      against the backward kernels' gradient, and its\n"
+        "                      derivatives against central differences of it; exit\n"
+        "                      status 1 when they disagree\n"
+        "  --eps H             finite-difference step for --check and --check2\n"
+        "                      (default 1e-6)\n"
+        "  --atol A            absolute tolerance for --check and --check2\n"
+        "                      (default 1e-5)\n"
+        "  --rtol R            relative tolerance for --check and --check2\n"
+        "                      (default 1e-3); an element passes when\n"
         "                      |analytic - numeric| <= A + R * |numeric|\n"
         "  --trace             print the tape: every record's value, its adjoint and\n"
         "                      what it sent to each input (to stderr with\n"
@@ -82,9 +89,11 @@ void print_grad_help(FILE *out)
         "  tapegrad grad --check 'sum(tanh(x @ W + b))' \\\n"
         "      x=[[1,2]] W=[[0.5,-1],[2,0]] b=[[0,1]]\n"
         "\n"
-        "Exit status: 0 on success, 1 when --check fails, 2 on invalid options,\n"
-        "bindings or expressions, on --check of a value with more than one element,\n"
-        "and on errors the library reports (such as mismatched shapes).\n",
+        "Exit status: 0 on success, 1 when --check or --check2 fails, 2 on invalid\n"
+        "options, bindings or expressions, on --check or --check2 of a value with\n"
+        "more than one element, and on errors the library reports (such as\n"
+        "mismatched shapes, or an op without a differentiable backward rule under\n"
+        "--check2).\n",
         out);
 }
 
@@ -92,6 +101,7 @@ typedef struct grad_request {
     ag_dtype dtype;
     bool json;
     bool check;
+    bool check2; /* second-order check */
     bool trace;
     bool anomaly;
     const char *dot_path;
@@ -112,6 +122,8 @@ typedef struct grad_result {
     bool has_gradients;
     bool checked;
     ag_gradcheck_result check;
+    bool checked2;
+    ag_gradcheck_result check2;
 } grad_result;
 
 /* ---- arguments ---------------------------------------------------------------- */
@@ -161,6 +173,10 @@ static int parse_option(int argc, char **argv, int *i, grad_request *request)
         return found;
     if (strcmp(argv[*i], "--check") == 0) {
         request->check = true;
+        return 1;
+    }
+    if (strcmp(argv[*i], "--check2") == 0) {
+        request->check2 = true;
         return 1;
     }
     if (strcmp(argv[*i], "--trace") == 0) {
@@ -331,6 +347,39 @@ static int run_check(const grad_request *request, const expr_tree *tree,
     return status;
 }
 
+/* The second-order check, on heap inputs as run_check makes them. A -1 from
+ * ag_gradgradcheck (such as an op without a differentiable backward rule)
+ * is an error, not a failed check. */
+static int run_check2(const grad_request *request, const expr_tree *tree,
+                      grad_result *result)
+{
+    int n = request->n_bindings;
+    ag_tensor **inputs = calloc((size_t)(n > 0 ? n : 1), sizeof *inputs);
+    int status = -1;
+
+    if (inputs == NULL) {
+        cli_error("out of memory");
+        return -1;
+    }
+    if (make_inputs(request, result, NULL, inputs) != 0) {
+        cli_error("%s", ag_error());
+    } else {
+        check_job job = {.tree = tree, .dtype = request->dtype};
+
+        status = ag_gradgradcheck(evaluate_for_check, &job, n, inputs,
+                                  &request->tolerances, &result->check2);
+        if (status != 0)
+            cli_error("the second-order check could not run: %s", ag_error());
+        else
+            result->checked2 = true;
+    }
+
+    for (int k = 0; k < n; k++)
+        ag_tensor_free(inputs[k]);
+    free(inputs);
+    return status;
+}
+
 static int compute(const grad_request *request, const expr_tree *tree, grad_result *result)
 {
     int n = request->n_bindings;
@@ -371,6 +420,14 @@ static int compute(const grad_request *request, const expr_tree *tree, grad_resu
                   ag_shape_str(result->output, shape, sizeof shape));
         return -1;
     }
+    if (request->check2 && !one_element) {
+        char shape[64];
+
+        cli_error("--check2 needs a one-element value, but the value has shape %s; "
+                  "reduce it with sum(...) or mean(...)",
+                  ag_shape_str(result->output, shape, sizeof shape));
+        return -1;
+    }
 
     /* Gradients exist only for a one-element value. Without a recorded
      * input, every gradient stays zero and backward has nothing to do. */
@@ -382,6 +439,8 @@ static int compute(const grad_request *request, const expr_tree *tree, grad_resu
     }
 
     if (request->check && run_check(request, tree, result) != 0)
+        return -1;
+    if (request->check2 && run_check2(request, tree, result) != 0)
         return -1;
     return 0;
 }
@@ -436,6 +495,45 @@ static const char *worst_name(const grad_request *request, const grad_result *re
     return k >= 0 && k < request->n_bindings ? request->bindings[k].name : "";
 }
 
+/* The bound name and tensor of a check's worst input element, or "" and
+ * NULL when no element was compared. */
+static const char *checked_name(const grad_request *request, const ag_gradcheck_result *c)
+{
+    return c->worst_input >= 0 && c->worst_input < request->n_bindings
+               ? request->bindings[c->worst_input].name
+               : "";
+}
+
+static const ag_tensor *checked_input(const grad_request *request, const grad_result *result,
+                                      const ag_gradcheck_result *c)
+{
+    if (c->n_checked == 0 || c->worst_input < 0 || c->worst_input >= request->n_bindings)
+        return NULL;
+    return result->values[c->worst_input];
+}
+
+/* Writes "d/dNAME[i, j]" for element `index` of the gradients of the
+ * differentiated names, concatenated in binding order, as
+ * ag_gradgradcheck numbers them. */
+static void gradient_label(char *buf, size_t size, const grad_request *request,
+                           const grad_result *result, size_t index)
+{
+    snprintf(buf, size, "gradient element %zu", index);
+    for (int k = 0; k < request->n_bindings; k++) {
+        const ag_tensor *t = result->values[k];
+        char position[128];
+
+        if (!result->differentiable[k])
+            continue;
+        if (index < ag_tensor_numel(t)) {
+            cli_format_position(position, sizeof position, t, index);
+            snprintf(buf, size, "d/d%s%s", request->bindings[k].name, position);
+            return;
+        }
+        index -= ag_tensor_numel(t);
+    }
+}
+
 static void print_text(FILE *out, const grad_request *request, const grad_result *result)
 {
     print_labelled_text(out, "value", result->output);
@@ -460,6 +558,15 @@ static void print_text(FILE *out, const grad_request *request, const grad_result
     if (result->checked)
         cli_print_check_text(out, &result->check, &request->tolerances,
                              worst_name(request, result), worst_input(request, result));
+    if (result->checked2) {
+        char gradient[192];
+
+        gradient_label(gradient, sizeof gradient, request, result,
+                       result->check2.worst_output);
+        cli_print_check2_text(out, &result->check2, &request->tolerances, gradient,
+                              checked_name(request, &result->check2),
+                              checked_input(request, result, &result->check2));
+    }
 }
 
 static void print_json(FILE *out, const grad_request *request, const grad_result *result)
@@ -490,6 +597,12 @@ static void print_json(FILE *out, const grad_request *request, const grad_result
         cli_print_check_json(out, &result->check, &request->tolerances,
                              worst_name(request, result), worst_input(request, result),
                              "  ");
+    }
+    if (result->checked2) {
+        fputs(",\n  \"check2\": ", out);
+        cli_print_check_json(out, &result->check2, &request->tolerances,
+                             checked_name(request, &result->check2),
+                             checked_input(request, result, &result->check2), "  ");
     }
     fputs("\n}\n", out);
 }
@@ -572,7 +685,10 @@ int cmd_grad(int argc, char **argv)
         cli_show_column(request.expression, error.column);
     } else if (compute(&request, &tree, &result) == 0 &&
                print_results(&request, &result) == 0) {
-        status = result.checked && !result.check.passed ? CLI_CHECK_FAILED : CLI_OK;
+        bool failed = (result.checked && !result.check.passed) ||
+                      (result.checked2 && !result.check2.passed);
+
+        status = failed ? CLI_CHECK_FAILED : CLI_OK;
     }
 
     free_result(&result);

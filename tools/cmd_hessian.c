@@ -37,9 +37,9 @@ void print_hessian_help(FILE *out)
         "  -h, --help          show this help\n"
         "  --                  end of options; later arguments are EXPR and bindings\n"
         "\n"
-        "EXPR and the bindings are written as for tapegrad grad (see tapegrad grad\n"
-        "--help). Each row of the Hessian costs one reverse sweep, so it suits inputs\n"
-        "of up to a few thousand elements.\n"
+        "EXPR and the bindings are written as for tapegrad grad: see\n"
+        "tapegrad grad --help. Each row of the Hessian costs one reverse sweep, so\n"
+        "the command suits inputs of up to a few thousand elements.\n"
         "\n"
         "Examples:\n"
         "  tapegrad hessian 'x^2*y + y^3' x=1 y=2\n"
@@ -337,7 +337,7 @@ static void free_result(hessian_result *result)
 /* ---- output ---------------------------------------------------------------- */
 
 /* Prints the Hessian as a table with a header row of labels and each row
- * starting with its label; every column is as wide as its widest entry.
+ * starting with its label. Every column is as wide as its widest entry.
  * Returns 0, or -1 after an error. */
 static int print_table(FILE *out, const hessian_result *result)
 {
@@ -368,7 +368,7 @@ static int print_table(FILE *out, const hessian_result *result)
         fprintf(out, "  %*s", widths[c], result->labels[c]);
     fputc('\n', out);
     for (size_t r = 0; r < n; r++) {
-        fprintf(out, "  %*s", label_width, result->labels[r]);
+        fprintf(out, "  %-*s", label_width, result->labels[r]);
         for (size_t c = 0; c < n; c++) {
             format_number(number, sizeof number, ag_tensor_get(result->hessian, r * n + c),
                           dtype);
