@@ -475,7 +475,7 @@ START_TEST(idx_truncated_data_gzip)
 
     images_file(&b);
     expect_images_error(write_gzip("shortdata.idx.gz", b.bytes, b.n - 1),
-                        "truncated: the data needs 12 bytes but the file ends after 11");
+                        "truncated: 12 bytes expected for the data, but the file ends after 11");
 }
 END_TEST
 

@@ -104,9 +104,9 @@ static void idx_read_failed(const idx_file *f, const char *what, size_t expected
         ag_set_error("%s: %s: corrupt gzip data (%s) in the %s; download the file again",
                      f->who, f->path, zmsg, what);
     } else {
-        ag_set_error("%s: %s: truncated: the %s needs %zu bytes but the file "
-                     "ends after %zu",
-                     f->who, f->path, what, expected, got);
+        ag_set_error("%s: %s: truncated: %zu bytes expected for the %s, but "
+                     "the file ends after %zu",
+                     f->who, f->path, expected, what, got);
     }
 }
 
