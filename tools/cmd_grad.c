@@ -495,8 +495,8 @@ static const char *worst_name(const grad_request *request, const grad_result *re
     return k >= 0 && k < request->n_bindings ? request->bindings[k].name : "";
 }
 
-/* The bound name and tensor of a check's worst input element, or "" and
- * NULL when no element was compared. */
+/* Return the bound name and the tensor of a check's worst input element,
+ * or "" and NULL when no element was compared. */
 static const char *checked_name(const grad_request *request, const ag_gradcheck_result *c)
 {
     return c->worst_input >= 0 && c->worst_input < request->n_bindings
