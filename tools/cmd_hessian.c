@@ -390,7 +390,7 @@ static int print_text(FILE *out, const hessian_request *request,
     fputc('\n', out);
 
     if (result->n == 0) {
-        fputs("hessian (0x0): no bound name is a variable\n", out);
+        fputs("hessian (0x0): no elements to differentiate by\n", out);
     } else {
         fprintf(out, "hessian (%zux%zu), entry = d2 value / d(row) d(column):\n",
                 result->n, result->n);

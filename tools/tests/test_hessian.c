@@ -378,6 +378,23 @@ START_TEST(json_no_variables)
 }
 END_TEST
 
+START_TEST(text_no_variables)
+{
+    /* An empty variable, and labels alone, leave nothing to differentiate. */
+    run_result empty = RUN("hessian", "sum(e)", "e=[]");
+    run_result labels = RUN("hessian", "cross_entropy(1, c)", "c=[0]");
+
+    ck_assert_int_eq(empty.status, 0);
+    ck_assert_str_eq(empty.out,
+                     "value (1): 0\nhessian (0x0): no elements to differentiate by\n");
+    ck_assert_int_eq(labels.status, 0);
+    ck_assert_ptr_nonnull(strstr(labels.out, "hessian (0x0): no elements to differentiate by\n"
+                                             "c: not in the Hessian"));
+    run_free(&empty);
+    run_free(&labels);
+}
+END_TEST
+
 START_TEST(json_f32)
 {
     /* d2/dx2 x^3 = 6x, computed in float at x = 0.1f. */
@@ -957,10 +974,10 @@ static Suite *make_suite(const char *name, const TTest *const *tests, size_t n_t
 int main(void)
 {
     Suite *hessian = SUITE("hessian", text_polynomial, text_matrix_labels,
-                           text_labels_left_out, json_polynomial_vectors, json_keys_exactly,
-                           json_layer_closed_form, json_unused_name_zero, json_no_variables,
-                           json_f32, json_numbers_round_trip, loss_cross_entropy,
-                           lecture_against_differences, lecture_symmetric,
+                           text_labels_left_out, text_no_variables, json_polynomial_vectors,
+                           json_keys_exactly, json_layer_closed_form, json_unused_name_zero,
+                           json_no_variables, json_f32, json_numbers_round_trip,
+                           loss_cross_entropy, lecture_against_differences, lecture_symmetric,
                            lecture_text_rows, help_hessian, help_lists_hessian_and_check2);
     TCase *losses = tcase_create("losses");
     tcase_add_loop_test(losses, loss_closed_form, 0,
