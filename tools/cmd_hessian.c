@@ -60,8 +60,8 @@ typedef struct hessian_request {
     const char **names;
 } hessian_request;
 
-/* What one run computed. The value lives on the tape; the Hessian is a heap
- * tensor owned by the result. */
+/* The results of one run. The value lives on the tape, and the Hessian is a
+ * heap tensor owned by the result. */
 typedef struct hessian_result {
     ag_tape *tape;
     ag_tensor **values;   /* one per binding */
@@ -193,14 +193,15 @@ static void free_request(hessian_request *request)
 
 /* ---- computing -------------------------------------------------------------- */
 
-/* Whether binding k is a variable of the Hessian: every name but one used
- * only as class labels, through which no gradient flows. */
+/* Returns whether binding k is a variable of the Hessian. Every name is,
+ * except one used only as class labels, through which no gradient flows. */
 static bool in_hessian(const hessian_result *result, int k)
 {
     return result->differentiable[k] || !result->used[k];
 }
 
-/* The expression as an ag_function: inputs are the bound names in order. */
+/* Evaluates the expression as an ag_function whose inputs are the bound
+ * names in order. */
 static ag_tensor *evaluate_expression(ag_tape *tape, ag_tensor *const *inputs,
                                       int n_inputs, void *user)
 {
@@ -311,7 +312,7 @@ static int compute(const hessian_request *request, const expr_tree *tree,
     if (make_labels(request, result) != 0)
         return -1;
 
-    /* ag_hessian needs at least one variable; without any, the Hessian is
+    /* ag_hessian needs at least one variable, so without any the Hessian is
      * the empty (0 x 0) matrix. */
     if (result->n == 0)
         result->hessian = ag_zeros(NULL, request->dtype, AG_SHAPE(0, 0));
