@@ -233,7 +233,9 @@ ag_tensor *nn_sum_of_squares_loss(ag_tape *tape, ag_tensor *pred, ag_tensor *tar
  * dL/dp_i = (p_i - y_i) / (N max(p_i (1 - p_i), 1e-12)), finite everywhere.
  * Returns NULL with an error naming the element when a probability is
  * outside [0, 1] or NaN. Prefer nn_bce_with_logits_loss on logits: it is
- * exact where this clamps. */
+ * exact where this clamps. Its backward rule also has a form built from ops,
+ * so ag_grad with create_graph differentiates it twice; the clamps have
+ * derivative 0 where they hold. */
 ag_tensor *nn_bce_loss(ag_tape *tape, ag_tensor *prob, ag_tensor *target);
 
 /* Binary cross-entropy on logits a, in the overflow-free form
@@ -260,8 +262,8 @@ ag_tensor *nn_bce_with_logits_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *
  * softmax is 1/k on them. A row of all -inf has no limit and gives NaN.
  * Returns NULL with an error for an empty batch (B = 0), for a label that is
  * not an integer or is out of range (naming the row and value), and when the
- * dtypes differ. The backward pass of the fused op is not itself recorded,
- * so second derivatives through it are not available. */
+ * dtypes differ. Its backward rule also has a form built from ops, so
+ * ag_grad with create_graph differentiates it twice. */
 ag_tensor *nn_cross_entropy_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *labels);
 
 /* Negative log-likelihood of y under N(f, sigma^2) for every element,
