@@ -205,9 +205,31 @@ static void layout_init(bcast_layout *lay, const ag_tensor *a, const ag_tensor *
         }                                                                         \
     }
 
-/* Walks the layout with one op's run kernels for one type. */
+/* Walks the layout with one op's run kernels for one type. One-element
+ * operands skip the layout, whose setup would cost more than the arithmetic:
+ * NAME##_one computes the value when gys is NULL, and otherwise adds the
+ * adjoints into gas and gbs (each may be NULL). */
 #define BINARY_KERNELS(NAME, TYPE, VALUE, GRAD_A, GRAD_B)                         \
     BINARY_RUNS(NAME, TYPE, VALUE, GRAD_A, GRAD_B)                                \
+    static void NAME##_one_##TYPE(const TYPE *as, const TYPE *bs, TYPE *ys,       \
+                                  const TYPE *gys, TYPE *gas, TYPE *gbs)          \
+    {                                                                             \
+        typedef TYPE T;                                                           \
+        const T a = as[0];                                                        \
+        const T b = bs[0];                                                        \
+        (void)a;                                                                  \
+        (void)b;                                                                  \
+        if (gys == NULL) {                                                        \
+            ys[0] = (VALUE);                                                      \
+            return;                                                               \
+        }                                                                         \
+        const T y = ys[0];                                                        \
+        (void)y;                                                                  \
+        if (gas != NULL)                                                          \
+            gas[0] += gys[0] * (GRAD_A);                                          \
+        if (gbs != NULL)                                                          \
+            gbs[0] += gys[0] * (GRAD_B);                                          \
+    }                                                                             \
     static void NAME##_forward_##TYPE(const bcast_layout *lay, const TYPE *as,    \
                                       const TYPE *bs, TYPE *ys)                   \
     {                                                                             \
@@ -247,6 +269,13 @@ static void layout_init(bcast_layout *lay, const ag_tensor *a, const ag_tensor *
                                                                                   \
         if (y->numel == 0)                                                        \
             return 0;                                                             \
+        if (y->numel == 1) {                                                      \
+            if (y->dtype == AG_F32)                                               \
+                NAME##_one_float(a->data, b->data, y->data, NULL, NULL, NULL);    \
+            else                                                                  \
+                NAME##_one_double(a->data, b->data, y->data, NULL, NULL, NULL);   \
+            return 0;                                                             \
+        }                                                                         \
         layout_init(&lay, a, b, y);                                               \
         if (y->dtype == AG_F32)                                                   \
             NAME##_forward_float(&lay, a->data, b->data, y->data);                \
@@ -265,6 +294,17 @@ static void layout_init(bcast_layout *lay, const ag_tensor *a, const ag_tensor *
                                                                                   \
         if ((ga == NULL && gb == NULL) || y->numel == 0)                          \
             return 0;                                                             \
+        if (y->numel == 1) {                                                      \
+            if (y->dtype == AG_F32)                                               \
+                NAME##_one_float(a->data, b->data, y->data, y->grad->data,        \
+                                 ga == NULL ? NULL : ga->data,                    \
+                                 gb == NULL ? NULL : gb->data);                   \
+            else                                                                  \
+                NAME##_one_double(a->data, b->data, y->data, y->grad->data,       \
+                                  ga == NULL ? NULL : ga->data,                   \
+                                  gb == NULL ? NULL : gb->data);                  \
+            return 0;                                                             \
+        }                                                                         \
         layout_init(&lay, a, b, y);                                               \
         if (y->dtype == AG_F32) {                                                 \
             if (ga != NULL)                                                       \
