@@ -40,11 +40,11 @@ def parse_args():
                         help="path of the tapegrad_bench executable (default build/bench/...)")
     parser.add_argument("--threads", default="1,2",
                         help="comma-separated thread counts (default 1,2)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating rounds of the step workloads (default 3)")
-    parser.add_argument("--epoch-rounds", type=int, default=2,
-                        help="alternating rounds of the Fashion-MNIST epoch; 0 skips it "
-                             "(default 2)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating rounds of the step workloads (default 5)")
+    parser.add_argument("--epoch-rounds", type=int, default=3,
+                        help="alternating rounds of the Fashion-MNIST epoch, 0 to skip it "
+                             "(default 3)")
     parser.add_argument("--reps", type=int, default=10,
                         help="timed repetitions per workload and round (default 10)")
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
