@@ -437,7 +437,7 @@ START_TEST(gradcheck_reports_kink)
     ck_assert_close(result.kink_left, c->left, 1e-8, "left derivative");
     ck_assert_close(result.kink_right, c->right, 1e-8, "right derivative");
     ck_assert_double_eq(result.kink_analytic, c->analytic);
-    ck_assert_ptr_nonnull(strstr(result.message, "at a kink"));
+    ck_assert_ptr_nonnull(strstr(result.message, "Kinks left out"));
     for (int i = 0; i < c->n_inputs; i++)
         ag_tensor_free(inputs[i]);
 }
@@ -517,6 +517,30 @@ START_TEST(curvature_is_not_kink)
     ck_assert_msg(result.passed, "%s", result.message);
     ck_assert_uint_eq(result.n_kinks, 0);
     ck_assert_close(result.analytic, exp(5.0), 1e-12, "analytic");
+    ag_tensor_free(x);
+}
+END_TEST
+
+START_TEST(zero_tolerance_finds_no_kinks)
+{
+    /* With atol = rtol = 0 every smooth partial differs from its finite
+     * difference by rounding, and each must fail, not pass as a kink. */
+    const double values[2] = {1.0, -0.5};
+    ag_tensor *x = leaf(NULL, AG_F64, AG_SHAPE(2), values);
+    ag_gradcheck_options exact = {.eps = 1e-6, .atol = 0.0, .rtol = 0.0};
+    ag_gradcheck_result result;
+
+    ck_assert_int_eq(ag_gradcheck(f_sum_exp, NULL, 1, &x, &exact, &result), 0);
+    ck_assert(!result.passed);
+    ck_assert_uint_eq(result.n_kinks, 0);
+
+    ag_tape *tape = ag_tape_new();
+    ag_record_check_result records;
+    ck_assert_ptr_nonnull(f_sum_exp(tape, &x, 1, NULL));
+    ck_assert_int_eq(ag_check_records(tape, &exact, &records), 0);
+    ck_assert(!records.passed);
+    ck_assert_uint_eq(records.n_kinks, 0);
+    ag_tape_free(tape);
     ag_tensor_free(x);
 }
 END_TEST
@@ -719,6 +743,7 @@ static Suite *record_check_suite(void)
     tcase_add_loop_test(kinks, records_report_kink, 0, n_kink_cases);
     tcase_add_test(kinks, kink_outside_one_sided_fails);
     tcase_add_test(kinks, curvature_is_not_kink);
+    tcase_add_test(kinks, zero_tolerance_finds_no_kinks);
     suite_add_tcase(suite, kinks);
 
     tcase_add_test(taylor, taylor_remainder_is_h_squared);

@@ -441,9 +441,9 @@ done:
 
 /* ---- the verdict ---------------------------------------------------------- */
 
-/* Writes " 2 partials at a kink were left out, the first at input 0 "x"
- * element 0, output element 0: one-sided derivatives 0 and 1, analytic 0."
- * (nothing without kinks). */
+/* Writes " Kinks left out: 2, the first at input 0 "x" element 0 (output
+ * 0), one-sided 0 and 1, analytic 0." (nothing without kinks), short so
+ * that the verdict fits the message. */
 static void describe_kinks(const gradcheck_run *run, const ag_gradcheck_result *result,
                            char *buf, size_t size)
 {
@@ -453,10 +453,9 @@ static void describe_kinks(const gradcheck_run *run, const ag_gradcheck_result *
     if (result->n_kinks == 0)
         return;
     snprintf(buf, size,
-             " %zu partial%s at a kink left out, the first at %s element %zu, output "
-             "element %zu: one-sided derivatives %.6g and %.6g, analytic %.6g.",
-             result->n_kinks, result->n_kinks == 1 ? "" : "s",
-             input_label(run, result->kink_input, label, sizeof label),
+             " Kinks left out: %zu, the first at %s element %zu (output %zu), one-sided "
+             "%.4g and %.4g, analytic %.4g.",
+             result->n_kinks, input_label(run, result->kink_input, label, sizeof label),
              result->kink_index, result->kink_output, result->kink_left,
              result->kink_right, result->kink_analytic);
 }
@@ -488,18 +487,24 @@ static void write_verdict(const gradcheck_run *run, ag_gradcheck_result *result)
                  label, result->worst_index, result->worst_output, result->analytic,
                  result->numeric, result->abs_error, o->atol, o->rtol);
     } else if (n_compared == 0) {
+        char text[512];
+
         result->passed = true;
-        snprintf(result->message, sizeof result->message,
+        snprintf(text, sizeof text,
                  "ag_gradcheck: passed: every partial is at a kink, none to compare.%s",
                  kinks);
+        set_message(result, text);
     } else {
+        char text[512];
+
         result->passed = true;
-        snprintf(result->message, sizeof result->message,
+        snprintf(text, sizeof text,
                  "ag_gradcheck: passed: %zu partials within atol %g + rtol %g * "
                  "|numeric|. The worst is %s element %zu, output element %zu, abs "
                  "error %.3g.%s",
                  n_compared, o->atol, o->rtol, label, result->worst_index,
                  result->worst_output, result->abs_error, kinks);
+        set_message(result, text);
     }
 }
 

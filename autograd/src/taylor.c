@@ -376,8 +376,8 @@ static void write_verdict(const bool *measured, ag_taylor_result *result)
     else
         snprintf(result->message, sizeof result->message,
                  "ag_taylor_test: failed: r(h) falls as h^%.3f over h = 2^-%d ... 2^-%d, "
-                 "where a right gradient gives order 2; <grad f, v> seems off by about "
-                 "%.3g (r/h at the smallest step).",
+                 "where a right gradient gives h^2: <grad f, v> is off by about %.3g "
+                 "(r/h at the smallest step), or f has a kink at x.",
                  result->order, exponent(first), exponent(last), first_order_error);
 }
 

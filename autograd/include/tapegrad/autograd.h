@@ -585,12 +585,13 @@ ag_gradcheck_options ag_gradcheck_defaults(void);
  * difference there is the mean of the two one-sided slopes and matches no
  * convention. A partial is at a kink when three things hold. The one-sided
  * differences with step eps differ by more than atol + rtol * (the larger
- * of their magnitudes). The gap does not halve with step eps / 2, as it
- * would for a smooth f, where it is about eps f'': |gap(eps) -
- * 2 gap(eps / 2)| exceeds the same tolerance. The analytic value lies
- * between the one-sided differences within that tolerance. An analytic
- * value outside them fails as usual. Elements within eps of a kink are
- * mostly reported as at it too.
+ * of their magnitudes) plus a bound on their roundoff, so zero tolerances
+ * find no kinks in rounding noise. The gap does not halve with step
+ * eps / 2, as it would for a smooth f, where it is about eps f'':
+ * |gap(eps) - 2 gap(eps / 2)| exceeds the same tolerance. The analytic
+ * value lies between the one-sided differences within that tolerance. An
+ * analytic value outside them fails as usual. Elements within eps of a
+ * kink are mostly reported as at it too.
  *
  * The inputs are not modified. Returns 0 when the check ran (see
  * result->passed), -1 with an error when f failed, the inputs are invalid,
@@ -804,7 +805,8 @@ typedef struct ag_taylor_result {
  * (relu, abs) whose linear piece the small steps stay on. An order above
  * 2.2 fails: the second derivative along v vanishes there, so try another
  * point or direction. Fewer than 3 steps above the rounding level fail as
- * inconclusive.
+ * inconclusive. At a kink of f (relu at 0, tied maxima) r is O(h) whatever
+ * the gradient, so the test fails there: move x off the kink.
  *
  * An output with more than one element is reduced to <u, f(x)> with a
  * random u. v (and u) come from `rng`, which advances; NULL uses a fixed
