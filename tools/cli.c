@@ -122,9 +122,28 @@ void cli_format_position(char *buf, size_t size, const ag_tensor *t, size_t inde
         snprintf(buf + used, size - used, "]");
 }
 
+/* Writes the first kink of a check, when there is one. */
+static void print_kink_text(FILE *out, const ag_gradcheck_result *result,
+                            const char *kink_label, const ag_tensor *kink_input)
+{
+    char position[128] = "";
+
+    if (result->n_kinks == 0)
+        return;
+    if (kink_input != NULL)
+        cli_format_position(position, sizeof position, kink_input, result->kink_index);
+    fprintf(out, "  at a kink: %zu partial derivative%s, left out of the verdict\n",
+            result->n_kinks, result->n_kinks == 1 ? "" : "s");
+    fprintf(out, "  first kink: %s%s, output element %zu: one-sided derivatives %.10g and "
+            "%.10g, analytic %.10g\n",
+            kink_label != NULL ? kink_label : "", position, result->kink_output,
+            result->kink_left, result->kink_right, result->kink_analytic);
+}
+
 void cli_print_check_text(FILE *out, const ag_gradcheck_result *result,
                           const ag_gradcheck_options *options, const char *input_label,
-                          const ag_tensor *input)
+                          const ag_tensor *input, const char *kink_label,
+                          const ag_tensor *kink_input)
 {
     fprintf(out, "gradient check: %s (%zu partial derivative%s compared)\n",
             result->passed ? "passed" : "FAILED", result->n_checked,
@@ -140,6 +159,7 @@ void cli_print_check_text(FILE *out, const ag_gradcheck_result *result,
         fprintf(out, "  analytic %.10g, numeric %.10g, abs error %.2e, rel error %.2e\n",
                 result->analytic, result->numeric, result->abs_error, result->rel_error);
     }
+    print_kink_text(out, result, kink_label, kink_input);
     /* The library's one-line verdict adds nothing to a pass. */
     if (!result->passed && result->message[0] != '\0')
         fprintf(out, "  %s\n", result->message);
@@ -166,9 +186,36 @@ void cli_print_check2_text(FILE *out, const ag_gradcheck_result *result,
         fprintf(out, "  %s\n", result->message);
 }
 
+/* Writes the "kink" member's value: the first kink, or null. */
+static void print_kink_json(FILE *out, const ag_gradcheck_result *result,
+                            const char *kink_label, const ag_tensor *kink_input,
+                            const char *indent)
+{
+    char position[128];
+
+    if (result->n_kinks == 0 || kink_input == NULL) {
+        fputs("null", out);
+        return;
+    }
+    cli_format_position(position, sizeof position, kink_input, result->kink_index);
+    fprintf(out, "{\n%s    \"input\": ", indent);
+    print_json_string(out, kink_label != NULL ? kink_label : "");
+    fprintf(out, ",\n%s    \"index\": %zu,\n%s    \"position\": %s,\n%s    "
+            "\"output_index\": %zu", indent, result->kink_index, indent, position, indent,
+            result->kink_output);
+    fprintf(out, ",\n%s    \"left\": ", indent);
+    print_json_number(out, result->kink_left, AG_F64);
+    fprintf(out, ",\n%s    \"right\": ", indent);
+    print_json_number(out, result->kink_right, AG_F64);
+    fprintf(out, ",\n%s    \"analytic\": ", indent);
+    print_json_number(out, result->kink_analytic, AG_F64);
+    fprintf(out, "\n%s  }", indent);
+}
+
 void cli_print_check_json(FILE *out, const ag_gradcheck_result *result,
                           const ag_gradcheck_options *options, const char *input_label,
-                          const ag_tensor *input, const char *indent)
+                          const ag_tensor *input, const char *kink_label,
+                          const ag_tensor *kink_input, const char *indent)
 {
     fprintf(out, "{\n%s  \"passed\": %s,\n", indent, result->passed ? "true" : "false");
     fprintf(out, "%s  \"input\": ", indent);
@@ -205,8 +252,203 @@ void cli_print_check_json(FILE *out, const ag_gradcheck_result *result,
         fprintf(out, ",\n%s  \"%s\": ", indent, numbers[k].key);
         print_json_number(out, numbers[k].value, AG_F64);
     }
-    fprintf(out, ",\n%s  \"checked\": %zu,\n%s  \"message\": ", indent, result->n_checked,
-            indent);
+    fprintf(out, ",\n%s  \"checked\": %zu,\n%s  \"kinks\": %zu,\n%s  \"kink\": ", indent,
+            result->n_checked, indent, result->n_kinks, indent);
+    print_kink_json(out, result, kink_label, kink_input, indent);
+    fprintf(out, ",\n%s  \"message\": ", indent);
+    print_json_string(out, result->message);
+    fprintf(out, "\n%s}", indent);
+}
+
+/* ---- record checks and the Taylor test ------------------------------------ */
+
+/* Writes how record `record` refers to its input k: the tensor's name, the
+ * "#index" of the record that produced it, or "input k". */
+static void record_input_label(char *buf, size_t size, const ag_tape *tape, size_t record,
+                               int k)
+{
+    const ag_record *rec = ag_tape_record(tape, record);
+    const ag_tensor *t = rec != NULL && k >= 0 && k < rec->n_inputs ? rec->inputs[k] : NULL;
+    const ag_record *producer = t != NULL ? ag_tensor_record(t) : NULL;
+
+    if (t != NULL && ag_tensor_name(t)[0] != '\0')
+        snprintf(buf, size, "%s", ag_tensor_name(t));
+    else if (producer != NULL && ag_tape_record(tape, producer->index) == producer)
+        snprintf(buf, size, "#%zu", producer->index);
+    else
+        snprintf(buf, size, "input %d", k);
+}
+
+/* Writes "[1, 2]" for element `index` of input k of a record, or "" when
+ * the record or input does not exist. */
+static void record_input_position(char *buf, size_t size, const ag_tape *tape,
+                                  size_t record, int k, size_t index)
+{
+    const ag_record *rec = ag_tape_record(tape, record);
+
+    buf[0] = '\0';
+    if (rec != NULL && k >= 0 && k < rec->n_inputs)
+        cli_format_position(buf, size, rec->inputs[k], index);
+}
+
+static const char *record_op_name(const ag_tape *tape, size_t record)
+{
+    const ag_record *rec = ag_tape_record(tape, record);
+
+    return rec != NULL ? rec->op->name : "";
+}
+
+void cli_print_records_text(FILE *out, const ag_record_check_result *result,
+                            const ag_tape *tape)
+{
+    char label[64];
+    char position[128];
+
+    if (result->passed)
+        fprintf(out, "record check: passed (%zu record%s, %zu partial derivative%s compared)\n",
+                result->n_records, result->n_records == 1 ? "" : "s", result->n_checked,
+                result->n_checked == 1 ? "" : "s");
+    else
+        fprintf(out, "record check: FAILED at record #%zu %s (%zu of %zu records wrong)\n",
+                result->record, result->op, result->n_failed, result->n_records);
+
+    if (!result->passed) {
+        char output[48];
+
+        record_input_label(label, sizeof label, tape, result->record, result->input);
+        record_input_position(position, sizeof position, tape, result->record,
+                              result->input, result->element);
+        if (result->projected)
+            snprintf(output, sizeof output, "a random projection of the output");
+        else
+            snprintf(output, sizeof output, "output element %zu", result->output_element);
+        fprintf(out, "  worst element: %s%s, %s\n", label, position, output);
+        fprintf(out, "  analytic %.10g, numeric %.10g, abs error %.2e\n", result->analytic,
+                result->numeric, result->abs_error);
+    }
+    if (result->n_kinks > 0) {
+        record_input_label(label, sizeof label, tape, result->kink_record, result->kink_input);
+        record_input_position(position, sizeof position, tape, result->kink_record,
+                              result->kink_input, result->kink_element);
+        fprintf(out, "  at a kink: %zu partial derivative%s, left out of the verdict\n",
+                result->n_kinks, result->n_kinks == 1 ? "" : "s");
+        fprintf(out, "  first kink: record #%zu %s, %s%s\n", result->kink_record,
+                record_op_name(tape, result->kink_record), label, position);
+    }
+}
+
+/* Writes {"record": ..., "op": ..., "input": ..., "index": ..., "position":
+ * ...} and leaves the object open for more members. */
+static void print_record_site_json(FILE *out, const ag_tape *tape, size_t record, int k,
+                                   size_t index, const char *indent)
+{
+    char label[64];
+    char position[128];
+
+    record_input_label(label, sizeof label, tape, record, k);
+    record_input_position(position, sizeof position, tape, record, k, index);
+    fprintf(out, "{\n%s    \"record\": %zu,\n%s    \"op\": ", indent, record, indent);
+    print_json_string(out, record_op_name(tape, record));
+    fprintf(out, ",\n%s    \"input\": ", indent);
+    print_json_string(out, label);
+    fprintf(out, ",\n%s    \"input_index\": %d,\n%s    \"index\": %zu,\n%s    \"position\": %s",
+            indent, k, indent, index, indent, position[0] != '\0' ? position : "null");
+}
+
+void cli_print_records_json(FILE *out, const ag_record_check_result *result,
+                            const ag_tape *tape, const char *indent)
+{
+    fprintf(out, "{\n%s  \"passed\": %s,\n", indent, result->passed ? "true" : "false");
+    fprintf(out, "%s  \"records\": %zu,\n%s  \"failed\": %zu,\n%s  \"checked\": %zu,\n"
+            "%s  \"kinks\": %zu,\n%s  \"first_wrong\": ", indent, result->n_records, indent,
+            result->n_failed, indent, result->n_checked, indent, result->n_kinks, indent);
+    if (result->passed) {
+        fputs("null", out);
+    } else {
+        print_record_site_json(out, tape, result->record, result->input, result->element,
+                               indent);
+        fprintf(out, ",\n%s    \"output_index\": ", indent);
+        if (result->projected)
+            fputs("null", out);
+        else
+            fprintf(out, "%zu", result->output_element);
+        fprintf(out, ",\n%s    \"projected\": %s", indent,
+                result->projected ? "true" : "false");
+        fprintf(out, ",\n%s    \"analytic\": ", indent);
+        print_json_number(out, result->analytic, AG_F64);
+        fprintf(out, ",\n%s    \"numeric\": ", indent);
+        print_json_number(out, result->numeric, AG_F64);
+        fprintf(out, ",\n%s    \"abs_error\": ", indent);
+        print_json_number(out, result->abs_error, AG_F64);
+        fprintf(out, "\n%s  }", indent);
+    }
+    fprintf(out, ",\n%s  \"kink\": ", indent);
+    if (result->n_kinks == 0) {
+        fputs("null", out);
+    } else {
+        print_record_site_json(out, tape, result->kink_record, result->kink_input,
+                               result->kink_element, indent);
+        fprintf(out, "\n%s  }", indent);
+    }
+    fprintf(out, ",\n%s  \"message\": ", indent);
+    print_json_string(out, result->message);
+    fprintf(out, "\n%s}", indent);
+}
+
+void cli_print_taylor_text(FILE *out, const ag_taylor_result *result, unsigned long long seed)
+{
+    if (isnan(result->order))
+        fprintf(out, "taylor test: %s, no order measured\n",
+                result->passed ? "passed" : "FAILED");
+    else
+        fprintf(out, "taylor test: %s, order %.3f (fitted over h = 2^-%d ... 2^-%d)\n",
+                result->passed ? "passed" : "FAILED", result->order, result->fit_first + 1,
+                result->fit_last + 1);
+    fprintf(out, "  r(h) = |f(x + h v) - f(x) - h <grad f(x), v>|, v a random unit "
+            "direction (seed %llu); a right gradient gives order 2, a wrong one 1\n", seed);
+    fprintf(out, "  %7s  %12s  %11s\n", "h", "r(h)", "local order");
+    for (int k = 0; k < result->n_steps; k++) {
+        bool fitted = k >= result->fit_first && k <= result->fit_last;
+        double previous = k > 0 ? result->remainder[k - 1] : NAN;
+        double r = result->remainder[k];
+
+        fprintf(out, "  2^-%-4d  %12.4e", k + 1, r);
+        if (previous > 0 && r > 0)
+            fprintf(out, "  %11.3f", log2(previous / r));
+        else
+            fprintf(out, "  %11s", "");
+        fputs(fitted ? "  fitted\n" : "\n", out);
+    }
+    fprintf(out, "  %s\n", result->message);
+}
+
+void cli_print_taylor_json(FILE *out, const ag_taylor_result *result, unsigned long long seed,
+                           const char *indent)
+{
+    fprintf(out, "{\n%s  \"passed\": %s,\n%s  \"order\": ", indent,
+            result->passed ? "true" : "false", indent);
+    print_json_number(out, result->order, AG_F64);
+    fprintf(out, ",\n%s  \"fit\": ", indent);
+    if (result->fit_first < 0)
+        fputs("null", out);
+    else
+        fprintf(out, "[%d, %d]", result->fit_first, result->fit_last);
+    fprintf(out, ",\n%s  \"seed\": %llu,\n%s  \"value\": ", indent, seed, indent);
+    print_json_number(out, result->value, AG_F64);
+    fprintf(out, ",\n%s  \"directional\": ", indent);
+    print_json_number(out, result->directional, AG_F64);
+
+    const char *keys[2] = {"h", "r"};
+    const double *columns[2] = {result->h, result->remainder};
+    for (int c = 0; c < 2; c++) {
+        fprintf(out, ",\n%s  \"%s\": [", indent, keys[c]);
+        for (int k = 0; k < result->n_steps; k++) {
+            fputs(k == 0 ? "" : ", ", out);
+            print_json_number(out, columns[c][k], AG_F64);
+        }
+        fputs("]", out);
+    }
+    fprintf(out, ",\n%s  \"message\": ", indent);
     print_json_string(out, result->message);
     fprintf(out, "\n%s}", indent);
 }

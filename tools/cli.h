@@ -45,15 +45,18 @@ void cli_format_position(char *buf, size_t size, const ag_tensor *t, size_t inde
 
 /* Writes a gradient check result as text. `input_label` names the worst
  * input, `input` is that tensor (for the element's position), or NULL when
- * no element was compared. */
+ * no element was compared. `kink_label` and `kink_input` name the input of
+ * the first kink in the same way (both are ignored without kinks). */
 void cli_print_check_text(FILE *out, const ag_gradcheck_result *result,
                           const ag_gradcheck_options *options, const char *input_label,
-                          const ag_tensor *input);
+                          const ag_tensor *input, const char *kink_label,
+                          const ag_tensor *kink_input);
 
 /* Writes the same as a JSON object (no trailing newline). */
 void cli_print_check_json(FILE *out, const ag_gradcheck_result *result,
                           const ag_gradcheck_options *options, const char *input_label,
-                          const ag_tensor *input, const char *indent);
+                          const ag_tensor *input, const char *kink_label,
+                          const ag_tensor *kink_input, const char *indent);
 
 /* Writes a second-order check result (ag_gradgradcheck) as text.
  * `gradient_label` names the worst element of the gradient, such as
@@ -62,6 +65,25 @@ void cli_print_check_json(FILE *out, const ag_gradcheck_result *result,
 void cli_print_check2_text(FILE *out, const ag_gradcheck_result *result,
                            const ag_gradcheck_options *options, const char *gradient_label,
                            const char *input_label, const ag_tensor *input);
+
+/* Writes a record check result (ag_check_records) as text: the verdict,
+ * the first wrong record's worst element and the first kink. `tape` is the
+ * checked tape, for the records' ops and input shapes. */
+void cli_print_records_text(FILE *out, const ag_record_check_result *result,
+                            const ag_tape *tape);
+
+/* Writes the same as a JSON object (no trailing newline). */
+void cli_print_records_json(FILE *out, const ag_record_check_result *result,
+                            const ag_tape *tape, const char *indent);
+
+/* Writes a Taylor test result (ag_taylor_test) as text: the verdict, the
+ * table of h, r(h) and the local order log2(r(2h) / r(h)), and the
+ * library's message. `seed` is the seed of the direction's generator. */
+void cli_print_taylor_text(FILE *out, const ag_taylor_result *result, unsigned long long seed);
+
+/* Writes the same as a JSON object (no trailing newline). */
+void cli_print_taylor_json(FILE *out, const ag_taylor_result *result, unsigned long long seed,
+                           const char *indent);
 
 /* The commands. Each returns the exit status; argv[0] is the command name. */
 int cmd_grad(int argc, char **argv);

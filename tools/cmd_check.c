@@ -36,6 +36,12 @@ void print_check_help(FILE *out)
         "  --atol A            absolute tolerance (default 1e-5)\n"
         "  --rtol R            relative tolerance (default 1e-3); an element passes\n"
         "                      when |analytic - numeric| <= A + R * |numeric|\n"
+        "  --check-records     also check each record's backward rule on its own\n"
+        "                      (ag_check_records) and name the first wrong record by\n"
+        "                      index and op; a failed check does this by itself\n"
+        "  --taylor            Taylor-remainder test (ag_taylor_test) along a random\n"
+        "                      direction from --seed: order 2 for a right gradient, 1\n"
+        "                      for a wrong one; fails outside [1.8, 2.2]\n"
         "  --format text|json  output format (default text)\n"
         "  -h, --help          show this help\n"
         "\n"
@@ -43,7 +49,7 @@ void print_check_help(FILE *out)
         "  cc -shared -fPIC -o libmyloss.so myloss.c -ltapegrad\n"
         "  tapegrad check ./libmyloss.so my_loss --input 4x3 4x3\n"
         "\n"
-        "Exit status: 0 when the check passes, 1 when it fails, 2 on invalid options,\n"
+        "Exit status: 0 when the checks pass, 1 when one fails, 2 on invalid options,\n"
         "a library or symbol that cannot be loaded, or a function that fails.\n",
         out);
 }
@@ -61,8 +67,20 @@ typedef struct check_request {
     double low;
     double high;
     bool json;
+    bool check_records;
+    bool taylor;
     ag_gradcheck_options tolerances;
 } check_request;
+
+/* The results of the checks that ran. */
+typedef struct check_report {
+    ag_gradcheck_result check;
+    ag_tape *tape; /* the function's tape, for the record check */
+    bool records_checked;
+    ag_record_check_result records;
+    bool taylor_done;
+    ag_taylor_result taylor;
+} check_report;
 
 /* ---- arguments ---------------------------------------------------------------- */
 
@@ -143,6 +161,14 @@ static int parse_option(int argc, char **argv, int *i, check_request *request)
     if ((found = cli_option_value(argc, argv, i, "--range", &value)) != 0) {
         if (found < 0 || parse_range(value, &request->low, &request->high) != 0)
             return -1;
+        return 1;
+    }
+    if (strcmp(argv[*i], "--check-records") == 0) {
+        request->check_records = true;
+        return 1;
+    }
+    if (strcmp(argv[*i], "--taylor") == 0) {
+        request->taylor = true;
         return 1;
     }
     if ((found = cli_option_value(argc, argv, i, "--format", &value)) != 0) {
@@ -242,13 +268,20 @@ static ag_function load_function(const check_request *request, void **handle)
 
 /* ---- report ------------------------------------------------------------------- */
 
-static void print_text(const check_request *request, ag_tensor *const *inputs,
-                       const ag_gradcheck_result *result)
+/* Returns the input whose element a check names, or NULL when it names
+ * none. */
+static const ag_tensor *named_input(const check_request *request, ag_tensor *const *inputs,
+                                    int k, size_t count)
 {
+    return count > 0 && k >= 0 && k < request->n_inputs ? inputs[k] : NULL;
+}
+
+static void print_text(const check_request *request, ag_tensor *const *inputs,
+                       const check_report *report)
+{
+    const ag_gradcheck_result *result = &report->check;
     char label[32];
-    int k = result->worst_input;
-    const ag_tensor *worst = result->n_checked > 0 && k >= 0 && k < request->n_inputs
-                                 ? inputs[k] : NULL;
+    char kink_label[32];
 
     printf("%s from %s, inputs", request->symbol, request->library);
     for (int i = 0; i < request->n_inputs; i++) {
@@ -258,17 +291,24 @@ static void print_text(const check_request *request, ag_tensor *const *inputs,
     printf(", uniform in [%g, %g) with seed %llu\n", request->low, request->high,
            request->seed);
 
-    snprintf(label, sizeof label, "input %d ", k);
-    cli_print_check_text(stdout, result, &request->tolerances, label, worst);
+    snprintf(label, sizeof label, "input %d ", result->worst_input);
+    snprintf(kink_label, sizeof kink_label, "input %d ", result->kink_input);
+    cli_print_check_text(stdout, result, &request->tolerances, label,
+                         named_input(request, inputs, result->worst_input, result->n_checked),
+                         kink_label,
+                         named_input(request, inputs, result->kink_input, result->n_kinks));
+    if (report->records_checked)
+        cli_print_records_text(stdout, &report->records, report->tape);
+    if (report->taylor_done)
+        cli_print_taylor_text(stdout, &report->taylor, request->seed);
 }
 
 static void print_json(const check_request *request, ag_tensor *const *inputs,
-                       const ag_gradcheck_result *result)
+                       const check_report *report)
 {
+    const ag_gradcheck_result *result = &report->check;
     char label[32];
-    int k = result->worst_input;
-    const ag_tensor *worst = result->n_checked > 0 && k >= 0 && k < request->n_inputs
-                                 ? inputs[k] : NULL;
+    char kink_label[32];
 
     fputs("{\n  \"library\": ", stdout);
     print_json_string(stdout, request->library);
@@ -283,17 +323,59 @@ static void print_json(const check_request *request, ag_tensor *const *inputs,
     }
     fputs("],\n  \"check\": ", stdout);
 
-    snprintf(label, sizeof label, "input %d", k);
-    cli_print_check_json(stdout, result, &request->tolerances, label, worst, "  ");
+    snprintf(label, sizeof label, "input %d", result->worst_input);
+    snprintf(kink_label, sizeof kink_label, "input %d", result->kink_input);
+    cli_print_check_json(stdout, result, &request->tolerances, label,
+                         named_input(request, inputs, result->worst_input, result->n_checked),
+                         kink_label,
+                         named_input(request, inputs, result->kink_input, result->n_kinks),
+                         "  ");
+    if (report->records_checked) {
+        fputs(",\n  \"records\": ", stdout);
+        cli_print_records_json(stdout, &report->records, report->tape, "  ");
+    }
+    if (report->taylor_done) {
+        fputs(",\n  \"taylor\": ", stdout);
+        cli_print_taylor_json(stdout, &report->taylor, request->seed, "  ");
+    }
     fputs("\n}\n", stdout);
 }
 
 /* ---- the command ----------------------------------------------------------------- */
 
+/* Records the function on report->tape, on copies of the inputs, and
+ * checks each record on its own. */
+static int check_records(const check_request *request, ag_function function,
+                         ag_tensor *const *inputs, check_report *report)
+{
+    ag_tensor *copies[MAX_CHECK_INPUTS] = {0};
+
+    report->tape = ag_tape_new();
+    if (report->tape == NULL)
+        goto failed;
+    for (int i = 0; i < request->n_inputs; i++) {
+        copies[i] = ag_tensor_copy(report->tape, inputs[i], AG_F64);
+        if (copies[i] == NULL || ag_tensor_set_requires_grad(copies[i], true) != 0)
+            goto failed;
+        ag_tensor_set_name(copies[i], ag_tensor_name(inputs[i]));
+    }
+    if (function(report->tape, copies, request->n_inputs, NULL) == NULL ||
+        ag_check_records(report->tape, &request->tolerances, &report->records) != 0)
+        goto failed;
+    report->records_checked = true;
+    return 0;
+
+failed:
+    cli_error("the record check of %s could not run: %s", request->symbol,
+              ag_error() != NULL ? ag_error() : "the function returned NULL");
+    return -1;
+}
+
 static int run(const check_request *request, ag_function function)
 {
     ag_tensor *inputs[MAX_CHECK_INPUTS] = {0};
     ag_rng rng = ag_rng_new(request->seed);
+    check_report report = {0};
     int status = CLI_USAGE;
 
     for (int i = 0; i < request->n_inputs; i++) {
@@ -309,21 +391,39 @@ static int run(const check_request *request, ag_function function)
         ag_tensor_set_name(inputs[i], name);
     }
 
-    ag_gradcheck_result result;
     if (ag_gradcheck(function, NULL, request->n_inputs, inputs, &request->tolerances,
-                     &result) != 0) {
+                     &report.check) != 0) {
         cli_error("checking %s failed: %s", request->symbol,
                   ag_error() != NULL ? ag_error() : "the function returned NULL");
         goto done;
     }
+    /* A failed check names the first wrong record even without the option. */
+    if ((request->check_records || !report.check.passed) &&
+        check_records(request, function, inputs, &report) != 0)
+        goto done;
+    if (request->taylor) {
+        ag_rng direction_rng = ag_rng_new(request->seed);
+
+        if (ag_taylor_test(function, NULL, request->n_inputs, inputs, &direction_rng,
+                           &report.taylor) != 0) {
+            cli_error("the Taylor test of %s could not run: %s", request->symbol,
+                      ag_error());
+            goto done;
+        }
+        report.taylor_done = true;
+    }
 
     if (request->json)
-        print_json(request, inputs, &result);
+        print_json(request, inputs, &report);
     else
-        print_text(request, inputs, &result);
-    status = result.passed ? CLI_OK : CLI_CHECK_FAILED;
+        print_text(request, inputs, &report);
+    bool failed = !report.check.passed ||
+                  (report.records_checked && !report.records.passed) ||
+                  (report.taylor_done && !report.taylor.passed);
+    status = failed ? CLI_CHECK_FAILED : CLI_OK;
 
 done:
+    ag_tape_free(report.tape);
     for (int i = 0; i < request->n_inputs; i++)
         ag_tensor_free(inputs[i]);
     return status;

@@ -22,22 +22,34 @@ void print_grad_help(FILE *out)
         "                      (default f64)\n"
         "  --format text|json  output format (default text); json prints one object:\n"
         "                      {\"value\": ..., \"grad\": {NAME: ... or null},\n"
-        "                      \"check\": ..., \"check2\": ...}\n"
+        "                      \"check\": ..., \"check2\": ..., \"records\": ...,\n"
+        "                      \"taylor\": ...}\n"
         "  --check             compare the gradient with central finite differences\n"
         "                      (ag_gradcheck) for every bound name, holding the labels\n"
         "                      of cross_entropy constant; exit status 1 when they\n"
-        "                      disagree\n"
+        "                      disagree, and then --check-records names the first\n"
+        "                      wrong record. Elements at a kink (relu or abs at 0,\n"
+        "                      tied maxima, clamp at a bound) are reported and left\n"
+        "                      out of the verdict\n"
+        "  --check-records     check each record's backward rule on its own against\n"
+        "                      central differences of its op (ag_check_records) and\n"
+        "                      name the first wrong record by index and op; exit\n"
+        "                      status 1 when one is wrong\n"
+        "  --taylor            Taylor-remainder test (ag_taylor_test): print\n"
+        "                      r(h) = |f(x + h v) - f(x) - h <grad f, v>| for\n"
+        "                      h = 2^-1 ... 2^-20 along a random direction v (seed 1)\n"
+        "                      and the fitted order, 2 for a right gradient and 1 for\n"
+        "                      a wrong one; exit status 1 outside [1.8, 2.2]\n"
         "  --check2            check second derivatives (ag_gradgradcheck): the\n"
         "                      gradient built from differentiable backward rules\n"
         "                      against the backward kernels' gradient, and its\n"
         "                      derivatives against central differences of it; exit\n"
         "                      status 1 when they disagree\n"
-        "  --eps H             finite-difference step for --check and --check2\n"
-        "                      (default 1e-6)\n"
-        "  --atol A            absolute tolerance for --check and --check2\n"
-        "                      (default 1e-5)\n"
-        "  --rtol R            relative tolerance for --check and --check2\n"
-        "                      (default 1e-3); an element passes when\n"
+        "  --eps H             finite-difference step for --check, --check2 and\n"
+        "                      --check-records (default 1e-6)\n"
+        "  --atol A            absolute tolerance for the same checks (default 1e-5)\n"
+        "  --rtol R            relative tolerance for the same checks (default 1e-3);\n"
+        "                      an element passes when\n"
         "                      |analytic - numeric| <= A + R * |numeric|\n"
         "  --trace             print the tape: every record's value, its adjoint and\n"
         "                      what it sent to each input (to stderr with\n"
@@ -88,9 +100,12 @@ void print_grad_help(FILE *out)
         "  tapegrad grad 'x*y + x' x=3 y=4\n"
         "  tapegrad grad --check 'sum(tanh(x @ W + b))' \\\n"
         "      x=[[1,2]] W=[[0.5,-1],[2,0]] b=[[0,1]]\n"
+        "  tapegrad grad --check-records --taylor 'sum(relu(x) * exp(x))' \\\n"
+        "      x=[0.5,1,-2]\n"
         "\n"
-        "Exit status: 0 on success, 1 when --check or --check2 fails, 2 on invalid\n"
-        "options, bindings or expressions, on --check or --check2 of a value with\n"
+        "Exit status: 0 on success, 1 when --check, --check2, --check-records or\n"
+        "--taylor fails, 2 on invalid options, bindings or expressions, on --check,\n"
+        "--check2 or --taylor of a value with\n"
         "more than one element, and on errors the library reports (such as\n"
         "mismatched shapes, or an op without a differentiable backward rule under\n"
         "--check2).\n",
@@ -102,6 +117,8 @@ typedef struct grad_request {
     bool json;
     bool check;
     bool check2; /* second-order check */
+    bool check_records;
+    bool taylor;
     bool trace;
     bool anomaly;
     const char *dot_path;
@@ -124,7 +141,14 @@ typedef struct grad_result {
     ag_gradcheck_result check;
     bool checked2;
     ag_gradcheck_result check2;
+    bool records_checked;
+    ag_record_check_result records;
+    bool taylor_done;
+    ag_taylor_result taylor;
 } grad_result;
+
+/* Seed of the Taylor test's random direction. */
+#define TAYLOR_SEED 1
 
 /* ---- arguments ---------------------------------------------------------------- */
 
@@ -177,6 +201,14 @@ static int parse_option(int argc, char **argv, int *i, grad_request *request)
     }
     if (strcmp(argv[*i], "--check2") == 0) {
         request->check2 = true;
+        return 1;
+    }
+    if (strcmp(argv[*i], "--check-records") == 0) {
+        request->check_records = true;
+        return 1;
+    }
+    if (strcmp(argv[*i], "--taylor") == 0) {
+        request->taylor = true;
         return 1;
     }
     if (strcmp(argv[*i], "--trace") == 0) {
@@ -380,6 +412,61 @@ static int run_check2(const grad_request *request, const expr_tree *tree,
     return status;
 }
 
+/* Checks each record of the expression's tape on its own. */
+static int run_record_check(const grad_request *request, grad_result *result)
+{
+    if (ag_check_records(result->tape, &request->tolerances, &result->records) != 0) {
+        cli_error("the record check could not run: %s", ag_error());
+        return -1;
+    }
+    result->records_checked = true;
+    return 0;
+}
+
+/* The Taylor test, on heap inputs as run_check makes them. */
+static int run_taylor(const grad_request *request, const expr_tree *tree,
+                      grad_result *result)
+{
+    int n = request->n_bindings;
+    ag_tensor **inputs = calloc((size_t)(n > 0 ? n : 1), sizeof *inputs);
+    int status = -1;
+
+    if (inputs == NULL) {
+        cli_error("out of memory");
+        return -1;
+    }
+    if (make_inputs(request, result, NULL, inputs) != 0) {
+        cli_error("%s", ag_error());
+    } else {
+        check_job job = {.tree = tree, .dtype = request->dtype};
+        ag_rng rng = ag_rng_new(TAYLOR_SEED);
+
+        status = ag_taylor_test(evaluate_for_check, &job, n, inputs, &rng, &result->taylor);
+        if (status != 0)
+            cli_error("the Taylor test could not run: %s", ag_error());
+        else
+            result->taylor_done = true;
+    }
+
+    for (int k = 0; k < n; k++)
+        ag_tensor_free(inputs[k]);
+    free(inputs);
+    return status;
+}
+
+/* Rejects an option that needs a one-element value on a larger one. */
+static int require_one_element(const char *option, bool requested, const ag_tensor *output)
+{
+    char shape[64];
+
+    if (!requested || ag_tensor_numel(output) == 1)
+        return 0;
+    cli_error("%s needs a one-element value, but the value has shape %s; reduce it with "
+              "sum(...) or mean(...)",
+              option, ag_shape_str(output, shape, sizeof shape));
+    return -1;
+}
+
 static int compute(const grad_request *request, const expr_tree *tree, grad_result *result)
 {
     int n = request->n_bindings;
@@ -428,6 +515,8 @@ static int compute(const grad_request *request, const expr_tree *tree, grad_resu
                   ag_shape_str(result->output, shape, sizeof shape));
         return -1;
     }
+    if (require_one_element("--taylor", request->taylor, result->output) != 0)
+        return -1;
 
     /* Gradients exist only for a one-element value. Without a recorded
      * input, every gradient stays zero and backward has nothing to do. */
@@ -441,6 +530,13 @@ static int compute(const grad_request *request, const expr_tree *tree, grad_resu
     if (request->check && run_check(request, tree, result) != 0)
         return -1;
     if (request->check2 && run_check2(request, tree, result) != 0)
+        return -1;
+
+    /* A failed check names the first wrong record even without the option. */
+    bool check_failed = result->checked && !result->check.passed;
+    if ((request->check_records || check_failed) && run_record_check(request, result) != 0)
+        return -1;
+    if (request->taylor && run_taylor(request, tree, result) != 0)
         return -1;
     return 0;
 }
@@ -477,6 +573,23 @@ static void print_labelled_text(FILE *out, const char *label, const ag_tensor *t
         print_tensor_text(out, t, "  ");
     }
     fputc('\n', out);
+}
+
+/* Return the bound name and the tensor of the check's first kink, or ""
+ * and NULL without one. */
+static const char *kink_name(const grad_request *request, const ag_gradcheck_result *c)
+{
+    return c->n_kinks > 0 && c->kink_input >= 0 && c->kink_input < request->n_bindings
+               ? request->bindings[c->kink_input].name
+               : "";
+}
+
+static const ag_tensor *kink_input(const grad_request *request, const grad_result *result,
+                                   const ag_gradcheck_result *c)
+{
+    if (c->n_kinks == 0 || c->kink_input < 0 || c->kink_input >= request->n_bindings)
+        return NULL;
+    return result->values[c->kink_input];
 }
 
 static const ag_tensor *worst_input(const grad_request *request, const grad_result *result)
@@ -557,7 +670,9 @@ static void print_text(FILE *out, const grad_request *request, const grad_result
 
     if (result->checked)
         cli_print_check_text(out, &result->check, &request->tolerances,
-                             worst_name(request, result), worst_input(request, result));
+                             worst_name(request, result), worst_input(request, result),
+                             kink_name(request, &result->check),
+                             kink_input(request, result, &result->check));
     if (result->checked2) {
         char gradient[192];
 
@@ -567,6 +682,10 @@ static void print_text(FILE *out, const grad_request *request, const grad_result
                               checked_name(request, &result->check2),
                               checked_input(request, result, &result->check2));
     }
+    if (result->records_checked)
+        cli_print_records_text(out, &result->records, result->tape);
+    if (result->taylor_done)
+        cli_print_taylor_text(out, &result->taylor, TAYLOR_SEED);
 }
 
 static void print_json(FILE *out, const grad_request *request, const grad_result *result)
@@ -596,13 +715,24 @@ static void print_json(FILE *out, const grad_request *request, const grad_result
         fputs(",\n  \"check\": ", out);
         cli_print_check_json(out, &result->check, &request->tolerances,
                              worst_name(request, result), worst_input(request, result),
-                             "  ");
+                             kink_name(request, &result->check),
+                             kink_input(request, result, &result->check), "  ");
     }
     if (result->checked2) {
         fputs(",\n  \"check2\": ", out);
         cli_print_check_json(out, &result->check2, &request->tolerances,
                              checked_name(request, &result->check2),
-                             checked_input(request, result, &result->check2), "  ");
+                             checked_input(request, result, &result->check2),
+                             kink_name(request, &result->check2),
+                             kink_input(request, result, &result->check2), "  ");
+    }
+    if (result->records_checked) {
+        fputs(",\n  \"records\": ", out);
+        cli_print_records_json(out, &result->records, result->tape, "  ");
+    }
+    if (result->taylor_done) {
+        fputs(",\n  \"taylor\": ", out);
+        cli_print_taylor_json(out, &result->taylor, TAYLOR_SEED, "  ");
     }
     fputs("\n}\n", out);
 }
@@ -686,7 +816,9 @@ int cmd_grad(int argc, char **argv)
     } else if (compute(&request, &tree, &result) == 0 &&
                print_results(&request, &result) == 0) {
         bool failed = (result.checked && !result.check.passed) ||
-                      (result.checked2 && !result.check2.passed);
+                      (result.checked2 && !result.check2.passed) ||
+                      (result.records_checked && !result.records.passed) ||
+                      (result.taylor_done && !result.taylor.passed);
 
         status = failed ? CLI_CHECK_FAILED : CLI_OK;
     }

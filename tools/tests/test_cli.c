@@ -2,9 +2,12 @@
  * Tests of the tapegrad program, each run as a child process:
  *  - golden text for grad, --trace and --check;
  *  - JSON read back and compared with closed-form derivatives;
+ *  - kinks, --check-records and --taylor, with counts and remainders
+ *    worked out by hand;
  *  - the lecture's scalar network with its hand-derived gradients;
  *  - one test per class of error;
- *  - `tapegrad check` on a correct plugin and on one with a wrong backward rule.
+ *  - `tapegrad check` on a correct plugin and on one with a wrong backward rule,
+ *    which the record check names by its record.
  *
  * The environment names the program (TAPEGRAD), the golden files
  * (GOLDEN_DIR) and the plugins (PLUGIN_GOOD, PLUGIN_WRONG); meson sets them.
@@ -665,19 +668,58 @@ START_TEST(check_json_passes)
 }
 END_TEST
 
-START_TEST(check_fails_at_kink)
+START_TEST(check_kink_json)
 {
     /* relu'(0) is 0 by convention, but the central difference at 0 is
-     * (eps - 0) / (2 eps) = 0.5: the check must fail and name x. */
-    run_result r = RUN("grad", "--format", "json", "--check", "relu(x) + y", "x=0", "y=1");
-    ck_assert_int_eq(r.status, 1);
+     * (eps - 0) / (2 eps) = 0.5. The one-sided differences are 0 and
+     * (relu(eps) - relu(0)) / eps = 1, so x is at a kink, not wrong, and the
+     * worst element is y, whose derivative is 2y = 3. */
+    run_result r = RUN("grad", "--format", "json", "--check", "relu(x) + y*y", "x=0",
+                       "y=1.5");
+    ck_assert_msg(r.status == 0, "exit status %d: %s", r.status, r.out);
+    json_value *doc = parse_output(&r);
+    const json_value *check = json_get(doc, "check");
+    const json_value *kink = json_get(check, "kink");
+
+    ck_assert(json_get(check, "passed")->boolean);
+    ck_assert_double_eq(number_at(check, "checked"), 2.0);
+    ck_assert_double_eq(number_at(check, "kinks"), 1.0);
+    ck_assert_str_eq(string_at(check, "input"), "y");
+    ck_assert_near(number_at(check, "analytic"), 3.0, "analytic");
+    ck_assert_ptr_nonnull(kink);
+    ck_assert_str_eq(string_at(kink, "input"), "x");
+    ck_assert_double_eq(number_at(kink, "index"), 0.0);
+    ck_assert_double_eq(number_at(kink, "left"), 0.0);
+    /* y*y = 2.25 rounds in the difference, so right is 1 to about 1e-10. */
+    ck_assert_msg(fabs(number_at(kink, "right") - 1.0) < 1e-8, "right %.17g",
+                  number_at(kink, "right"));
+    ck_assert_double_eq(number_at(kink, "analytic"), 0.0);
+    json_free(doc);
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(check_kink_text)
+{
+    run_result r = RUN("grad", "--check", "relu(x)", "x=0");
+
+    ck_assert_int_eq(r.status, 0);
+    assert_golden("check_kink.txt", r.out);
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(check_no_kink_json)
+{
+    /* A smooth function has no kinks, and "kink" is null. */
+    run_result r = RUN("grad", "--format", "json", "--check", "exp(x)", "x=0.5");
+    ck_assert_int_eq(r.status, 0);
     json_value *doc = parse_output(&r);
     const json_value *check = json_get(doc, "check");
 
-    ck_assert(!json_get(check, "passed")->boolean);
-    ck_assert_str_eq(string_at(check, "input"), "x");
-    ck_assert_double_eq(number_at(check, "analytic"), 0.0);
-    ck_assert(fabs(number_at(check, "numeric") - 0.5) < 1e-6);
+    ck_assert_double_eq(number_at(check, "kinks"), 0.0);
+    ck_assert_int_eq(json_get(check, "kink")->type, JSON_NULL);
+    ck_assert_ptr_null(json_get(doc, "records"));
     json_free(doc);
     run_free(&r);
 }
@@ -685,11 +727,121 @@ END_TEST
 
 START_TEST(check_fails_text)
 {
-    run_result r = RUN("grad", "--check", "relu(x)", "x=0");
+    /* No tolerance at all: the finite difference of exp differs from e in
+     * its last digits, so the check fails, and the record check that runs
+     * after a failure names the one record, exp. */
+    run_result r = RUN("grad", "--check", "--atol", "0", "--rtol", "0", "exp(x)", "x=1");
 
     ck_assert_int_eq(r.status, 1);
     ck_assert_ptr_nonnull(strstr(r.out, "gradient check: FAILED"));
     ck_assert_ptr_nonnull(strstr(r.out, "worst element: x[0]"));
+    ck_assert_ptr_nonnull(strstr(r.out, "record check: FAILED at record #0 exp"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(records_text_counts)
+{
+    /* Every record's whole local Jacobian is compared: matmul (2 outputs x
+     * 6 input elements), add (2 x 4), tanh (2 x 2) and sum (1 x 2). */
+    run_result r = RUN("grad", "--check-records", "sum(tanh(x @ W + b))", "x=[[1,2]]",
+                       "W=[[0.5,-1],[2,0]]", "b=[[0,1]]");
+
+    ck_assert_msg(r.status == 0, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(
+        strstr(r.out, "record check: passed (4 records, 26 partial derivatives compared)"));
+    ck_assert_ptr_null(strstr(r.out, "at a kink"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(records_json_kinks)
+{
+    /* max over the tie x[0] = x[1] has two kinks (one-sided derivatives 0
+     * and 1 each); abs at y[0] = 0 has one, on the diagonal of its local
+     * Jacobian. */
+    run_result r = RUN("grad", "--format", "json", "--check-records", "max(x) + sum(abs(y))",
+                       "x=[2,2,1]", "y=[0,1]");
+    ck_assert_msg(r.status == 0, "exit status %d: %s%s", r.status, r.out, r.err);
+    json_value *doc = parse_output(&r);
+    const json_value *records = json_get(doc, "records");
+    const json_value *kink = json_get(records, "kink");
+
+    ck_assert(json_get(records, "passed")->boolean);
+    ck_assert_double_eq(number_at(records, "records"), 4.0);
+    ck_assert_double_eq(number_at(records, "failed"), 0.0);
+    ck_assert_double_eq(number_at(records, "kinks"), 3.0);
+    ck_assert_int_eq(json_get(records, "first_wrong")->type, JSON_NULL);
+    ck_assert_double_eq(number_at(kink, "record"), 0.0);
+    ck_assert_str_eq(string_at(kink, "op"), "max");
+    ck_assert_str_eq(string_at(kink, "input"), "x");
+    ck_assert_double_eq(number_at(kink, "index"), 0.0);
+    json_free(doc);
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(records_text_kink)
+{
+    run_result r = RUN("grad", "--check-records", "sum(relu(x))", "x=[1,0]");
+
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "at a kink: 1 partial derivative"));
+    ck_assert_ptr_nonnull(strstr(r.out, "first kink: record #0 relu, x[1]"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(taylor_json_closed_form)
+{
+    /* For sum(x*x), r(h) = |(x + hv)^2 - x^2 - 2hx.v| = h^2 |v|^2 = h^2,
+     * with v of unit length. */
+    run_result r = RUN("grad", "--format", "json", "--taylor", "sum(x*x)", "x=[1,-2,0.5]");
+    ck_assert_msg(r.status == 0, "exit status %d: %s%s", r.status, r.out, r.err);
+    json_value *doc = parse_output(&r);
+    const json_value *taylor = json_get(doc, "taylor");
+    const json_value *h = json_get(taylor, "h");
+    const json_value *remainder = json_get(taylor, "r");
+
+    ck_assert(json_get(taylor, "passed")->boolean);
+    ck_assert_msg(fabs(number_at(taylor, "order") - 2.0) < 1e-3, "order %g",
+                  number_at(taylor, "order"));
+    ck_assert_uint_eq(h->count, 20);
+    ck_assert_uint_eq(remainder->count, 20);
+    for (size_t k = 0; k < 8; k++) {
+        double step = ldexp(1.0, -(int)(k + 1));
+
+        ck_assert_double_eq(json_at(h, k)->number, step);
+        ck_assert_msg(fabs(json_at(remainder, k)->number / (step * step) - 1.0) < 1e-9,
+                      "r(2^-%zu) = %g", k + 1, json_at(remainder, k)->number);
+    }
+    ck_assert_near(number_at(taylor, "value"), 5.25, "f(x)");
+    json_free(doc);
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(taylor_text_table)
+{
+    run_result r = RUN("grad", "--taylor", "sum(tanh(x @ W + b))", "x=[[1,2]]",
+                       "W=[[0.5,-1],[2,0]]", "b=[[0,1]]");
+
+    ck_assert_msg(r.status == 0, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "taylor test: passed, order 2.0"));
+    ck_assert_ptr_nonnull(strstr(r.out, "  2^-1 "));
+    ck_assert_ptr_nonnull(strstr(r.out, "  2^-20 "));
+    ck_assert_ptr_nonnull(strstr(r.out, "fitted"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(taylor_linear_passes)
+{
+    run_result r = RUN("grad", "--taylor", "sum(x*3) + y", "x=[1,2]", "y=4");
+
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_ptr_nonnull(strstr(r.out, "taylor test: passed, no order measured"));
+    ck_assert_ptr_nonnull(strstr(r.out, "linear along v"));
     run_free(&r);
 }
 END_TEST
@@ -881,6 +1033,15 @@ START_TEST(error_shape_mismatch)
 }
 END_TEST
 
+START_TEST(error_taylor_needs_one_element)
+{
+    run_result r = RUN("grad", "--taylor", "x*2", "x=[1,2]");
+
+    assert_usage_error(&r, "--taylor needs a one-element value");
+    run_free(&r);
+}
+END_TEST
+
 START_TEST(error_check_needs_one_element)
 {
     run_result r = RUN("grad", "--check", "x * 2", "x=[1,2]");
@@ -998,8 +1159,9 @@ END_TEST
 START_TEST(help_lists_every_option)
 {
     static const char *const options[] = {
-        "--dtype", "--format", "--check", "--trace", "--dot", "--eps", "--atol",
-        "--rtol",  "--input",  "--seed",  "--range", "--help", "--version",
+        "--dtype", "--format", "--check", "--trace", "--dot",   "--eps",
+        "--atol",  "--rtol",   "--input", "--seed",  "--range", "--help",
+        "--version", "--check-records", "--taylor",
     };
     run_result r = RUN("--help");
 
@@ -1066,6 +1228,88 @@ START_TEST(plugin_wrong_json)
     double ratio = number_at(check, "analytic") / number_at(check, "numeric");
     ck_assert_msg(fabs(ratio - 2.0 / 3.0) < 1e-6, "analytic / numeric = %g", ratio);
     ck_assert_double_eq(number_at(doc, "seed"), 7.0);
+    json_free(doc);
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(plugin_wrong_names_record)
+{
+    /* A failed check runs the record check, which names the custom op's
+     * record: cube is record 0 of cube, mul and sum. */
+    run_result r = RUN("check", env("PLUGIN_WRONG"), "wrong_function", "--input", "2x3",
+                       "2x3");
+
+    ck_assert_int_eq(r.status, 1);
+    ck_assert_ptr_nonnull(
+        strstr(r.out, "record check: FAILED at record #0 plugin_wrong_cube (1 of 3 records "
+                      "wrong)"));
+    ck_assert_ptr_nonnull(strstr(r.out, "worst element: input0["));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(plugin_wrong_records_json)
+{
+    run_result r = RUN("check", "--format", "json", env("PLUGIN_WRONG"), "wrong_function",
+                       "--input", "2x3", "2x3");
+    ck_assert_int_eq(r.status, 1);
+    json_value *doc = parse_output(&r);
+    const json_value *records = json_get(doc, "records");
+    const json_value *wrong = json_get(records, "first_wrong");
+
+    ck_assert(!json_get(records, "passed")->boolean);
+    ck_assert_double_eq(number_at(records, "failed"), 1.0);
+    ck_assert_double_eq(number_at(wrong, "record"), 0.0);
+    ck_assert_str_eq(string_at(wrong, "op"), "plugin_wrong_cube");
+    ck_assert_str_eq(string_at(wrong, "input"), "input0");
+    /* The local Jacobian is diagonal: 2 a^2 from the rule, 3 a^2 numeric. */
+    ck_assert_double_eq(number_at(wrong, "output_index"), number_at(wrong, "index"));
+    double ratio = number_at(wrong, "analytic") / number_at(wrong, "numeric");
+    ck_assert_msg(fabs(ratio - 2.0 / 3.0) < 1e-6, "analytic / numeric = %g", ratio);
+    json_free(doc);
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(plugin_good_records_pass)
+{
+    run_result r = RUN("check", "--check-records", env("PLUGIN_GOOD"), "good_function",
+                       "--input", "2x3", "3x2");
+
+    ck_assert_msg(r.status == 0, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "record check: passed"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(plugin_wrong_taylor_order_one)
+{
+    run_result r = RUN("check", "--format", "json", "--taylor", env("PLUGIN_WRONG"),
+                       "wrong_function", "--input", "2x3", "2x3");
+    ck_assert_int_eq(r.status, 1);
+    json_value *doc = parse_output(&r);
+    const json_value *taylor = json_get(doc, "taylor");
+
+    ck_assert(!json_get(taylor, "passed")->boolean);
+    ck_assert_msg(fabs(number_at(taylor, "order") - 1.0) < 0.1, "order %g",
+                  number_at(taylor, "order"));
+    json_free(doc);
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(plugin_good_taylor_order_two)
+{
+    run_result r = RUN("check", "--format", "json", "--taylor", env("PLUGIN_GOOD"),
+                       "good_function", "--input", "2x3", "3x2");
+    ck_assert_msg(r.status == 0, "exit status %d: %s%s", r.status, r.out, r.err);
+    json_value *doc = parse_output(&r);
+    const json_value *taylor = json_get(doc, "taylor");
+
+    ck_assert(json_get(taylor, "passed")->boolean);
+    ck_assert_msg(fabs(number_at(taylor, "order") - 2.0) < 0.1, "order %g",
+                  number_at(taylor, "order"));
     json_free(doc);
     run_free(&r);
 }
@@ -1154,13 +1398,17 @@ int main(void)
     srunner_add_suite(runner, SUITE("trace", trace_golden, trace_shared_input,
                                     trace_json_to_stderr, dot_golden, dot_unwritable_file));
     srunner_add_suite(runner, SUITE("check", check_text_golden, check_json_passes,
-                                    check_fails_at_kink, check_fails_text,
-                                    check_holds_labels_constant));
+                                    check_kink_json, check_kink_text, check_no_kink_json,
+                                    check_fails_text, check_holds_labels_constant,
+                                    records_text_counts, records_json_kinks,
+                                    records_text_kink, taylor_json_closed_form,
+                                    taylor_text_table, taylor_linear_passes));
     srunner_add_suite(runner, SUITE("lecture", lecture_scalar_network,
                                     lecture_relu_trace_golden, lecture_vector_layer));
     srunner_add_suite(runner, SUITE("errors", error_syntax_caret, error_unknown_function,
                                     error_unknown_name, error_shape_mismatch,
-                                    error_check_needs_one_element, error_ragged_binding,
+                                    error_check_needs_one_element,
+                                    error_taylor_needs_one_element, error_ragged_binding,
                                     error_binding_without_value, error_invalid_number,
                                     error_name_bound_twice, error_bad_label, error_bad_axis,
                                     error_wrong_argument_count, error_bad_option_value,
@@ -1168,7 +1416,10 @@ int main(void)
                                     error_unknown_command));
     srunner_add_suite(runner, SUITE("help", help_lists_every_option, help_grad_shows_grammar));
     srunner_add_suite(runner, SUITE("plugin", plugin_good_passes, plugin_wrong_fails,
-                                    plugin_wrong_json, plugin_missing_library,
+                                    plugin_wrong_json, plugin_wrong_names_record,
+                                    plugin_wrong_records_json, plugin_good_records_pass,
+                                    plugin_wrong_taylor_order_one,
+                                    plugin_good_taylor_order_two, plugin_missing_library,
                                     plugin_missing_symbol, plugin_function_fails,
                                     plugin_missing_input, plugin_bad_shape));
 
