@@ -280,6 +280,34 @@ START_TEST(records_pass_f32)
 }
 END_TEST
 
+START_TEST(records_pass_create_graph)
+{
+    /* The records that ag_grad builds for a gradient penalty are ops like
+     * any other: the derivative ops of relu, abs, max and broadcasting. */
+    const double values[6] = {0.3, -1.2, 0.8, 0.5, -0.4, 1.1};
+    const double bias_values[3] = {0.2, -0.1, 0.4};
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, AG_F64, AG_SHAPE(2, 3), values);
+    ag_tensor *b = leaf(tape, AG_F64, AG_SHAPE(3), bias_values);
+    ag_tensor *s = ag_add(tape, x, b);
+    ag_tensor *y = ag_add(tape, ag_mul(tape, ag_relu(tape, s), ag_abs(tape, s)),
+                          ag_tanh(tape, s));
+    ag_tensor *f = ag_add(tape, ag_sum(tape, y), ag_max(tape, s));
+    ag_tensor *grads[2];
+    ag_tensor *inputs[2] = {x, b};
+    ag_record_check_result result;
+
+    ck_assert_int_eq(ag_grad(tape, f, NULL, 2, inputs, grads, true), 0);
+    ag_tensor *penalty = ag_sum(tape, ag_mul(tape, grads[0], grads[0]));
+    ck_assert_ptr_nonnull(penalty);
+    ck_assert_int_eq(ag_check_records(tape, NULL, &result), 0);
+    ck_assert_msg(result.passed, "%s", result.message);
+    ck_assert_uint_eq(result.n_records, ag_tape_size(tape));
+    ck_assert_uint_gt(result.n_records, 10);
+    ag_tape_free(tape);
+}
+END_TEST
+
 START_TEST(records_shared_input)
 {
     /* x * x: one tensor in both slots gets both shares, 2x. */
@@ -332,6 +360,23 @@ START_TEST(records_empty_tape_passes)
     ck_assert_int_eq(ag_check_records(tape, NULL, &result), 0);
     ck_assert(result.passed);
     ck_assert_uint_eq(result.n_records, 0);
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(records_empty_input)
+{
+    /* sum of an empty tensor is 0 with nothing to differentiate by. */
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = ag_zeros(tape, AG_F64, AG_SHAPE(0));
+    ag_record_check_result result;
+
+    ck_assert_int_eq(ag_tensor_set_requires_grad(x, true), 0);
+    ck_assert_ptr_nonnull(ag_sum(tape, x));
+    ck_assert_int_eq(ag_check_records(tape, NULL, &result), 0);
+    ck_assert_msg(result.passed, "%s", result.message);
+    ck_assert_uint_eq(result.n_records, 1);
+    ck_assert_uint_eq(result.n_checked, 0);
     ag_tape_free(tape);
 }
 END_TEST
@@ -732,9 +777,11 @@ static Suite *record_check_suite(void)
     tcase_add_test(records, records_projection_names_op);
     tcase_add_test(records, records_pass_correct_network);
     tcase_add_test(records, records_pass_f32);
+    tcase_add_test(records, records_pass_create_graph);
     tcase_add_test(records, records_shared_input);
     tcase_add_test(records, records_leave_tape_unchanged);
     tcase_add_test(records, records_empty_tape_passes);
+    tcase_add_test(records, records_empty_input);
     tcase_add_test(records, records_reject_invalid_arguments);
     tcase_add_test(records, records_f64_failure_names_record);
     suite_add_tcase(suite, records);

@@ -112,7 +112,7 @@ static void find_distinct_inputs(record_work *work)
             d++;
         if (d == work->n_distinct) {
             work->first_slot[d] = k;
-            work->checked[d] = rec->inputs[k]->requires_grad && rec->inputs[k]->numel > 0;
+            work->checked[d] = rec->inputs[k]->requires_grad;
             work->n_distinct++;
         }
         work->distinct_of[k] = d;
@@ -162,9 +162,11 @@ static int allocate_work(records_run *run, record_work *work)
             return -1;
         if (!work->checked[d])
             continue;
-        if (x->numel > SIZE_MAX / sizeof(double) / n_seeds)
+        /* An empty input still gets a buffer, as ag_calloc(0) may be NULL. */
+        size_t numel = x->numel > 0 ? x->numel : 1;
+        if (numel > SIZE_MAX / sizeof(double) / n_seeds)
             return -1;
-        work->analytic[d] = ag_calloc(n_seeds * x->numel, sizeof(double));
+        work->analytic[d] = ag_calloc(n_seeds * numel, sizeof(double));
         if (work->analytic[d] == NULL)
             return -1;
     }
@@ -220,7 +222,7 @@ static int run_backward(records_run *run, record_work *work)
         for (size_t j = 0; j < work->n_out; j++)
             ag_tensor_set(seed, j, row[j]);
         for (int d = 0; d < work->n_distinct; d++) {
-            if (scratch[d] != NULL)
+            if (scratch[d] != NULL && scratch[d]->numel > 0)
                 memset(scratch[d]->data, 0,
                        scratch[d]->numel * ag_dtype_size(scratch[d]->dtype));
         }

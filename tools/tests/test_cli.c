@@ -755,6 +755,21 @@ START_TEST(records_text_counts)
 }
 END_TEST
 
+START_TEST(records_pass_losses)
+{
+    /* The fused losses of nn are ops of their own; the labels of
+     * cross_entropy take no gradient and are held constant. */
+    run_result r = RUN("grad", "--check-records",
+                       "cross_entropy(z, y) + bce_logits(w, t) + bce(sigmoid(w), t) + "
+                       "mse(w, t) + sum(log_softmax(z, 1)) + mean(max(z, 1))",
+                       "z=[[1,2,3],[0,0,1]]", "y=[2,0]", "w=[0.5,-1]", "t=[1,0]");
+
+    ck_assert_msg(r.status == 0, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "record check: passed"));
+    run_free(&r);
+}
+END_TEST
+
 START_TEST(records_json_kinks)
 {
     /* max over the tie x[0] = x[1] has two kinks (one-sided derivatives 0
@@ -1400,7 +1415,8 @@ int main(void)
     srunner_add_suite(runner, SUITE("check", check_text_golden, check_json_passes,
                                     check_kink_json, check_kink_text, check_no_kink_json,
                                     check_fails_text, check_holds_labels_constant,
-                                    records_text_counts, records_json_kinks,
+                                    records_text_counts, records_pass_losses,
+                                    records_json_kinks,
                                     records_text_kink, taylor_json_closed_form,
                                     taylor_text_table, taylor_linear_passes));
     srunner_add_suite(runner, SUITE("lecture", lecture_scalar_network,
