@@ -225,7 +225,8 @@ static int check_second_order(gradient_function *gf, int gradient_input, size_t 
             text += 14;
         state->worst_step = 2;
         state->worst_gradient = gradient_input;
-        snprintf(state->cause, sizeof state->cause, "%s", text);
+        snprintf(state->cause, sizeof state->cause, "%.*s",
+                 (int)sizeof state->cause - 1, text);
     }
     return 0;
 }
