@@ -452,3 +452,66 @@ void cli_print_taylor_json(FILE *out, const ag_taylor_result *result, unsigned l
     print_json_string(out, result->message);
     fprintf(out, "\n%s}", indent);
 }
+
+/* ---- options and bindings shared by the commands ---------------------------- */
+
+/* Stores 0 in *choice for `first` and 1 for `second`; anything else is an
+ * error naming the option. */
+static int parse_choice(const char *option, const char *value, const char *first,
+                        const char *second, int *choice)
+{
+    if (strcmp(value, first) == 0) {
+        *choice = 0;
+        return 0;
+    }
+    if (strcmp(value, second) == 0) {
+        *choice = 1;
+        return 0;
+    }
+    cli_error("invalid value '%s' for %s: expected %s or %s", value, option, first, second);
+    return -1;
+}
+
+int cli_dtype_format_option(int argc, char **argv, int *i, ag_dtype *dtype, bool *json)
+{
+    const char *value;
+    int found;
+    int choice;
+
+    if ((found = cli_option_value(argc, argv, i, "--dtype", &value)) != 0) {
+        if (found < 0 || parse_choice("--dtype", value, "f32", "f64", &choice) != 0)
+            return -1;
+        *dtype = choice == 0 ? AG_F32 : AG_F64;
+        return 1;
+    }
+    if ((found = cli_option_value(argc, argv, i, "--format", &value)) != 0) {
+        if (found < 0 || parse_choice("--format", value, "text", "json", &choice) != 0)
+            return -1;
+        *json = choice == 1;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_add_binding(binding *bindings, const char **names, int *n_bindings,
+                    const char *argument)
+{
+    binding_error error;
+    binding *b = &bindings[*n_bindings];
+
+    if (binding_parse(argument, b, &error) != 0) {
+        cli_error("invalid binding: %s", error.message);
+        cli_show_column(argument, error.column);
+        return -1;
+    }
+    for (int k = 0; k < *n_bindings; k++) {
+        if (strcmp(bindings[k].name, b->name) == 0) {
+            cli_error("%s is bound twice; bind each name once", b->name);
+            binding_free(b);
+            return -1;
+        }
+    }
+    names[*n_bindings] = b->name;
+    (*n_bindings)++;
+    return 0;
+}

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "bindings.h"
 #include "tapegrad/autograd.h"
 
 /* Exit statuses. */
@@ -30,6 +31,18 @@ void cli_show_column(const char *text, int column);
  * is another argument, and -1 after printing an error when the value is
  * missing. */
 int cli_option_value(int argc, char **argv, int *i, const char *name, const char **value);
+
+/* Handles --dtype f32|f64 and --format text|json, which `grad` and
+ * `hessian` share. Returns 1 when argv[*i] was one of them, 0 when not, -1
+ * after printing an error. */
+int cli_dtype_format_option(int argc, char **argv, int *i, ag_dtype *dtype, bool *json);
+
+/* Parses the NAME=VALUE argument into bindings[*n_bindings], records its
+ * name in names[*n_bindings] and increments *n_bindings. Prints an error and
+ * returns -1 for an invalid binding or a name bound twice. The arrays must
+ * have room for one more entry. */
+int cli_add_binding(binding *bindings, const char **names, int *n_bindings,
+                    const char *argument);
 
 /* Parses a number option. Prints an error and returns -1 unless it is a
  * finite number of at least `minimum` (exclusive when `strict`). */

@@ -152,41 +152,15 @@ typedef struct grad_result {
 
 /* ---- arguments ---------------------------------------------------------------- */
 
-static int parse_choice(const char *option, const char *value, const char *first,
-                        const char *second, int *choice)
-{
-    if (strcmp(value, first) == 0) {
-        *choice = 0;
-        return 0;
-    }
-    if (strcmp(value, second) == 0) {
-        *choice = 1;
-        return 0;
-    }
-    cli_error("invalid value '%s' for %s: expected %s or %s", value, option, first, second);
-    return -1;
-}
-
 /* Handles one option at argv[*i]. Returns 1 when handled, 0 when argv[*i] is
  * not an option, -1 on error. */
 static int parse_option(int argc, char **argv, int *i, grad_request *request)
 {
     const char *value;
     int found;
-    int choice;
 
-    if ((found = cli_option_value(argc, argv, i, "--dtype", &value)) != 0) {
-        if (found < 0 || parse_choice("--dtype", value, "f32", "f64", &choice) != 0)
-            return -1;
-        request->dtype = choice == 0 ? AG_F32 : AG_F64;
-        return 1;
-    }
-    if ((found = cli_option_value(argc, argv, i, "--format", &value)) != 0) {
-        if (found < 0 || parse_choice("--format", value, "text", "json", &choice) != 0)
-            return -1;
-        request->json = choice == 1;
-        return 1;
-    }
+    if ((found = cli_dtype_format_option(argc, argv, i, &request->dtype, &request->json)) != 0)
+        return found;
     if ((found = cli_option_value(argc, argv, i, "--dot", &value)) != 0) {
         if (found < 0)
             return -1;
@@ -219,28 +193,6 @@ static int parse_option(int argc, char **argv, int *i, grad_request *request)
         request->anomaly = true;
         return 1;
     }
-    return 0;
-}
-
-static int add_binding(grad_request *request, const char *argument)
-{
-    binding_error error;
-    binding *b = &request->bindings[request->n_bindings];
-
-    if (binding_parse(argument, b, &error) != 0) {
-        cli_error("invalid binding: %s", error.message);
-        cli_show_column(argument, error.column);
-        return -1;
-    }
-    for (int k = 0; k < request->n_bindings; k++) {
-        if (strcmp(request->bindings[k].name, b->name) == 0) {
-            cli_error("%s is bound twice; bind each name once", b->name);
-            binding_free(b);
-            return -1;
-        }
-    }
-    request->names[request->n_bindings] = b->name;
-    request->n_bindings++;
     return 0;
 }
 
@@ -280,7 +232,7 @@ static int parse_arguments(int argc, char **argv, grad_request *request)
         }
         if (request->expression == NULL)
             request->expression = arg;
-        else if (add_binding(request, arg) != 0)
+        else if (cli_add_binding(request->bindings, request->names, &request->n_bindings, arg) != 0)
             return -1;
     }
 
