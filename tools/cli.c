@@ -515,3 +515,54 @@ int cli_add_binding(binding *bindings, const char **names, int *n_bindings,
     (*n_bindings)++;
     return 0;
 }
+
+int cli_parse_expression_arguments(int argc, char **argv, const char *command,
+                                   cli_option_parser parse_option, void *request,
+                                   void (*print_help)(FILE *out),
+                                   cli_expression_arguments *args)
+{
+    bool options_done = false;
+
+    args->bindings = calloc((size_t)argc, sizeof *args->bindings);
+    args->names = calloc((size_t)argc, sizeof *args->names);
+    if (args->bindings == NULL || args->names == NULL) {
+        cli_error("out of memory");
+        return -1;
+    }
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+
+        if (!options_done && (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)) {
+            print_help(stdout);
+            return 1;
+        }
+        if (!options_done && strcmp(arg, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        if (!options_done && strncmp(arg, "--", 2) == 0) {
+            int handled = parse_option(argc, argv, &i, request);
+
+            if (handled < 0)
+                return -1;
+            if (handled == 0) {
+                cli_error("unknown option '%s'; see tapegrad %s --help", arg, command);
+                return -1;
+            }
+            continue;
+        }
+        if (args->expression == NULL)
+            args->expression = arg;
+        else if (cli_add_binding(args->bindings, args->names, &args->n_bindings, arg) != 0)
+            return -1;
+    }
+
+    if (args->expression == NULL) {
+        cli_error("missing expression; usage: tapegrad %s [OPTIONS] EXPR NAME=VALUE... "
+                  "(see tapegrad %s --help)",
+                  command, command);
+        return -1;
+    }
+    return 0;
+}

@@ -44,6 +44,28 @@ int cli_dtype_format_option(int argc, char **argv, int *i, ag_dtype *dtype, bool
 int cli_add_binding(binding *bindings, const char **names, int *n_bindings,
                     const char *argument);
 
+/* An expression and its NAME=VALUE bindings, as `grad` and `hessian` take
+ * them. The arrays are allocated by cli_parse_expression_arguments. */
+typedef struct cli_expression_arguments {
+    const char *expression;
+    int n_bindings;
+    binding *bindings;
+    const char **names;
+} cli_expression_arguments;
+
+/* Handles one command-specific option at argv[*i]: returns 1 when handled,
+ * 0 when argv[*i] is not one of its options, -1 after printing an error. */
+typedef int (*cli_option_parser)(int argc, char **argv, int *i, void *request);
+
+/* Parses `tapegrad COMMAND [OPTIONS] EXPR NAME=VALUE...`: --help prints
+ * `print_help` and returns 1; options go to `parse_option` (until "--");
+ * the first other argument is the expression and the rest are bindings.
+ * Returns 0, 1 after the help, or -1 after printing an error. */
+int cli_parse_expression_arguments(int argc, char **argv, const char *command,
+                                   cli_option_parser parse_option, void *request,
+                                   void (*print_help)(FILE *out),
+                                   cli_expression_arguments *args);
+
 /* Parses a number option. Prints an error and returns -1 unless it is a
  * finite number of at least `minimum` (exclusive when `strict`). */
 int cli_parse_double(const char *option, const char *text, double minimum, bool strict,

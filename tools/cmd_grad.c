@@ -123,10 +123,7 @@ typedef struct grad_request {
     bool anomaly;
     const char *dot_path;
     ag_gradcheck_options tolerances;
-    const char *expression;
-    int n_bindings;
-    binding *bindings;
-    const char **names;
+    cli_expression_arguments args; /* the expression and its bindings */
 } grad_request;
 
 /* What one run computed; the tensors live on the tape. */
@@ -154,8 +151,9 @@ typedef struct grad_result {
 
 /* Handles one option at argv[*i]. Returns 1 when handled, 0 when argv[*i] is
  * not an option, -1 on error. */
-static int parse_option(int argc, char **argv, int *i, grad_request *request)
+static int parse_option(int argc, char **argv, int *i, void *context)
 {
+    grad_request *request = context;
     const char *value;
     int found;
 
@@ -199,48 +197,11 @@ static int parse_option(int argc, char **argv, int *i, grad_request *request)
 /* Returns 0, -1 after an error, or 1 after printing the help. */
 static int parse_arguments(int argc, char **argv, grad_request *request)
 {
-    bool options_done = false;
+    int status = cli_parse_expression_arguments(argc, argv, "grad", parse_option,
+                                                request, print_grad_help, &request->args);
 
-    request->bindings = calloc((size_t)argc, sizeof *request->bindings);
-    request->names = calloc((size_t)argc, sizeof *request->names);
-    if (request->bindings == NULL || request->names == NULL) {
-        cli_error("out of memory");
-        return -1;
-    }
-
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-
-        if (!options_done && (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)) {
-            print_grad_help(stdout);
-            return 1;
-        }
-        if (!options_done && strcmp(arg, "--") == 0) {
-            options_done = true;
-            continue;
-        }
-        if (!options_done && strncmp(arg, "--", 2) == 0) {
-            int handled = parse_option(argc, argv, &i, request);
-
-            if (handled < 0)
-                return -1;
-            if (handled == 0) {
-                cli_error("unknown option '%s'; see tapegrad grad --help", arg);
-                return -1;
-            }
-            continue;
-        }
-        if (request->expression == NULL)
-            request->expression = arg;
-        else if (cli_add_binding(request->bindings, request->names, &request->n_bindings, arg) != 0)
-            return -1;
-    }
-
-    if (request->expression == NULL) {
-        cli_error("missing expression; usage: tapegrad grad [OPTIONS] EXPR NAME=VALUE... "
-                  "(see tapegrad grad --help)");
-        return -1;
-    }
+    if (status != 0)
+        return status;
     if (request->json && request->dot_path != NULL && strcmp(request->dot_path, "-") == 0) {
         cli_error("--dot - writes to stdout, which --format json keeps for the JSON "
                   "object; give --dot a file name");
@@ -251,10 +212,10 @@ static int parse_arguments(int argc, char **argv, grad_request *request)
 
 static void free_request(grad_request *request)
 {
-    for (int k = 0; k < request->n_bindings; k++)
-        binding_free(&request->bindings[k]);
-    free(request->bindings);
-    free(request->names);
+    for (int k = 0; k < request->args.n_bindings; k++)
+        binding_free(&request->args.bindings[k]);
+    free(request->args.bindings);
+    free(request->args.names);
 }
 
 /* ---- computing -------------------------------------------------------------- */
@@ -283,8 +244,8 @@ static ag_tensor *evaluate_for_check(ag_tape *tape, ag_tensor *const *inputs, in
 static int make_inputs(const grad_request *request, const grad_result *result,
                        ag_tape *tape, ag_tensor **tensors)
 {
-    for (int k = 0; k < request->n_bindings; k++) {
-        const binding *b = &request->bindings[k];
+    for (int k = 0; k < request->args.n_bindings; k++) {
+        const binding *b = &request->args.bindings[k];
 
         /* An empty list has no data, but the library wants a pointer. */
         static const double no_elements[1];
@@ -304,7 +265,7 @@ static int make_inputs(const grad_request *request, const grad_result *result,
 static int run_check(const grad_request *request, const expr_tree *tree,
                      grad_result *result)
 {
-    int n = request->n_bindings;
+    int n = request->args.n_bindings;
     ag_tensor **inputs = calloc((size_t)(n > 0 ? n : 1), sizeof *inputs);
     int status = -1;
 
@@ -337,7 +298,7 @@ static int run_check(const grad_request *request, const expr_tree *tree,
 static int run_check2(const grad_request *request, const expr_tree *tree,
                       grad_result *result)
 {
-    int n = request->n_bindings;
+    int n = request->args.n_bindings;
     ag_tensor **inputs = calloc((size_t)(n > 0 ? n : 1), sizeof *inputs);
     int status = -1;
 
@@ -379,7 +340,7 @@ static int run_record_check(const grad_request *request, grad_result *result)
 static int run_taylor(const grad_request *request, const expr_tree *tree,
                       grad_result *result)
 {
-    int n = request->n_bindings;
+    int n = request->args.n_bindings;
     ag_tensor **inputs = calloc((size_t)(n > 0 ? n : 1), sizeof *inputs);
     int status = -1;
 
@@ -421,7 +382,7 @@ static int require_one_element(const char *option, bool requested, const ag_tens
 
 static int compute(const grad_request *request, const expr_tree *tree, grad_result *result)
 {
-    int n = request->n_bindings;
+    int n = request->args.n_bindings;
     size_t count = (size_t)(n > 0 ? n : 1);
 
     result->values = calloc(count, sizeof *result->values);
@@ -446,7 +407,7 @@ static int compute(const grad_request *request, const expr_tree *tree, grad_resu
     result->output = expr_eval(tree, &context);
     if (result->output == NULL) {
         cli_error("%s", ag_error() != NULL ? ag_error() : "evaluation failed");
-        cli_show_column(request->expression, context.error_column);
+        cli_show_column(request->args.expression, context.error_column);
         return -1;
     }
 
@@ -531,15 +492,15 @@ static void print_labelled_text(FILE *out, const char *label, const ag_tensor *t
  * and NULL without one. */
 static const char *kink_name(const grad_request *request, const ag_gradcheck_result *c)
 {
-    return c->n_kinks > 0 && c->kink_input >= 0 && c->kink_input < request->n_bindings
-               ? request->bindings[c->kink_input].name
+    return c->n_kinks > 0 && c->kink_input >= 0 && c->kink_input < request->args.n_bindings
+               ? request->args.bindings[c->kink_input].name
                : "";
 }
 
 static const ag_tensor *kink_input(const grad_request *request, const grad_result *result,
                                    const ag_gradcheck_result *c)
 {
-    if (c->n_kinks == 0 || c->kink_input < 0 || c->kink_input >= request->n_bindings)
+    if (c->n_kinks == 0 || c->kink_input < 0 || c->kink_input >= request->args.n_bindings)
         return NULL;
     return result->values[c->kink_input];
 }
@@ -548,7 +509,7 @@ static const ag_tensor *worst_input(const grad_request *request, const grad_resu
 {
     int k = result->check.worst_input;
 
-    if (result->check.n_checked == 0 || k < 0 || k >= request->n_bindings)
+    if (result->check.n_checked == 0 || k < 0 || k >= request->args.n_bindings)
         return NULL;
     return result->values[k];
 }
@@ -557,22 +518,22 @@ static const char *worst_name(const grad_request *request, const grad_result *re
 {
     int k = result->check.worst_input;
 
-    return k >= 0 && k < request->n_bindings ? request->bindings[k].name : "";
+    return k >= 0 && k < request->args.n_bindings ? request->args.bindings[k].name : "";
 }
 
 /* Return the bound name and the tensor of a check's worst input element,
  * or "" and NULL when no element was compared. */
 static const char *checked_name(const grad_request *request, const ag_gradcheck_result *c)
 {
-    return c->worst_input >= 0 && c->worst_input < request->n_bindings
-               ? request->bindings[c->worst_input].name
+    return c->worst_input >= 0 && c->worst_input < request->args.n_bindings
+               ? request->args.bindings[c->worst_input].name
                : "";
 }
 
 static const ag_tensor *checked_input(const grad_request *request, const grad_result *result,
                                       const ag_gradcheck_result *c)
 {
-    if (c->n_checked == 0 || c->worst_input < 0 || c->worst_input >= request->n_bindings)
+    if (c->n_checked == 0 || c->worst_input < 0 || c->worst_input >= request->args.n_bindings)
         return NULL;
     return result->values[c->worst_input];
 }
@@ -584,7 +545,7 @@ static void gradient_label(char *buf, size_t size, const grad_request *request,
                            const grad_result *result, size_t index)
 {
     snprintf(buf, size, "gradient element %zu", index);
-    for (int k = 0; k < request->n_bindings; k++) {
+    for (int k = 0; k < request->args.n_bindings; k++) {
         const ag_tensor *t = result->values[k];
         char position[128];
 
@@ -592,7 +553,7 @@ static void gradient_label(char *buf, size_t size, const grad_request *request,
             continue;
         if (index < ag_tensor_numel(t)) {
             cli_format_position(position, sizeof position, t, index);
-            snprintf(buf, size, "d/d%s%s", request->bindings[k].name, position);
+            snprintf(buf, size, "d/d%s%s", request->args.bindings[k].name, position);
             return;
         }
         index -= ag_tensor_numel(t);
@@ -608,11 +569,11 @@ static void print_text(FILE *out, const grad_request *request, const grad_result
                 "with sum(...) or mean(...) to get gradients\n",
                 ag_tensor_numel(result->output));
     } else {
-        for (int k = 0; k < request->n_bindings; k++) {
+        for (int k = 0; k < request->args.n_bindings; k++) {
             const char *reason = no_gradient_reason(result, k);
             char label[64];
 
-            snprintf(label, sizeof label, "d/d%s", request->bindings[k].name);
+            snprintf(label, sizeof label, "d/d%s", request->args.bindings[k].name);
             if (reason != NULL)
                 fprintf(out, "%s: none (%s)\n", label, reason);
             else
@@ -651,16 +612,16 @@ static void print_json(FILE *out, const grad_request *request, const grad_result
         fputs("null", out);
     } else {
         fputs("{", out);
-        for (int k = 0; k < request->n_bindings; k++) {
+        for (int k = 0; k < request->args.n_bindings; k++) {
             fprintf(out, "%s\n    ", k > 0 ? "," : "");
-            print_json_string(out, request->bindings[k].name);
+            print_json_string(out, request->args.bindings[k].name);
             fputs(": ", out);
             if (no_gradient_reason(result, k) != NULL)
                 fputs("null", out);
             else
                 print_tensor_json(out, ag_tensor_grad(result->values[k]));
         }
-        fputs(request->n_bindings > 0 ? "\n  }" : "}", out);
+        fputs(request->args.n_bindings > 0 ? "\n  }" : "}", out);
     }
 
     if (result->checked) {
@@ -761,10 +722,10 @@ int cmd_grad(int argc, char **argv)
     }
 
     expr_error error;
-    if (expr_parse(request.expression, request.names, request.n_bindings, &tree,
+    if (expr_parse(request.args.expression, request.args.names, request.args.n_bindings, &tree,
                    &error) != 0) {
         cli_error("%s", error.message);
-        cli_show_column(request.expression, error.column);
+        cli_show_column(request.args.expression, error.column);
     } else if (compute(&request, &tree, &result) == 0 &&
                print_results(&request, &result) == 0) {
         bool failed = (result.checked && !result.check.passed) ||

@@ -54,10 +54,7 @@ void print_hessian_help(FILE *out)
 typedef struct hessian_request {
     ag_dtype dtype;
     bool json;
-    const char *expression;
-    int n_bindings;
-    binding *bindings;
-    const char **names;
+    cli_expression_arguments args; /* the expression and its bindings */
 } hessian_request;
 
 /* The results of one run. The value lives on the tape, and the Hessian is a
@@ -77,65 +74,26 @@ typedef struct hessian_result {
 
 /* Handles one option at argv[*i]. Returns 1 when handled, 0 when argv[*i] is
  * not an option of this command, -1 on error. */
-static int parse_option(int argc, char **argv, int *i, hessian_request *request)
+static int parse_option(int argc, char **argv, int *i, void *context)
 {
+    hessian_request *request = context;
+
     return cli_dtype_format_option(argc, argv, i, &request->dtype, &request->json);
 }
 
 /* Returns 0, -1 after an error, or 1 after printing the help. */
 static int parse_arguments(int argc, char **argv, hessian_request *request)
 {
-    bool options_done = false;
-
-    request->bindings = calloc((size_t)argc, sizeof *request->bindings);
-    request->names = calloc((size_t)argc, sizeof *request->names);
-    if (request->bindings == NULL || request->names == NULL) {
-        cli_error("out of memory");
-        return -1;
-    }
-
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-
-        if (!options_done && (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)) {
-            print_hessian_help(stdout);
-            return 1;
-        }
-        if (!options_done && strcmp(arg, "--") == 0) {
-            options_done = true;
-            continue;
-        }
-        if (!options_done && strncmp(arg, "--", 2) == 0) {
-            int handled = parse_option(argc, argv, &i, request);
-
-            if (handled < 0)
-                return -1;
-            if (handled == 0) {
-                cli_error("unknown option '%s'; see tapegrad hessian --help", arg);
-                return -1;
-            }
-            continue;
-        }
-        if (request->expression == NULL)
-            request->expression = arg;
-        else if (cli_add_binding(request->bindings, request->names, &request->n_bindings, arg) != 0)
-            return -1;
-    }
-
-    if (request->expression == NULL) {
-        cli_error("missing expression; usage: tapegrad hessian [OPTIONS] EXPR "
-                  "NAME=VALUE... (see tapegrad hessian --help)");
-        return -1;
-    }
-    return 0;
+    return cli_parse_expression_arguments(argc, argv, "hessian", parse_option, request,
+                                          print_hessian_help, &request->args);
 }
 
 static void free_request(hessian_request *request)
 {
-    for (int k = 0; k < request->n_bindings; k++)
-        binding_free(&request->bindings[k]);
-    free(request->bindings);
-    free(request->names);
+    for (int k = 0; k < request->args.n_bindings; k++)
+        binding_free(&request->args.bindings[k]);
+    free(request->args.bindings);
+    free(request->args.names);
 }
 
 /* ---- computing -------------------------------------------------------------- */
@@ -168,8 +126,8 @@ static ag_tensor *evaluate_expression(ag_tape *tape, ag_tensor *const *inputs,
 static int make_inputs(const hessian_request *request, hessian_result *result)
 {
     result->n = 0;
-    for (int k = 0; k < request->n_bindings; k++) {
-        const binding *b = &request->bindings[k];
+    for (int k = 0; k < request->args.n_bindings; k++) {
+        const binding *b = &request->args.bindings[k];
 
         /* An empty list has no data, but the library wants a pointer. */
         static const double no_elements[1];
@@ -200,7 +158,7 @@ static int make_labels(const hessian_request *request, hessian_result *result)
         cli_error("out of memory");
         return -1;
     }
-    for (int k = 0; k < request->n_bindings; k++) {
+    for (int k = 0; k < request->args.n_bindings; k++) {
         const ag_tensor *t = result->values[k];
 
         if (!in_hessian(result, k))
@@ -209,7 +167,7 @@ static int make_labels(const hessian_request *request, hessian_result *result)
             char position[LABEL_SIZE - BINDING_NAME_MAX - 1];
 
             cli_format_position(position, sizeof position, t, e);
-            snprintf(result->labels[row], LABEL_SIZE, "%s%s", request->bindings[k].name,
+            snprintf(result->labels[row], LABEL_SIZE, "%s%s", request->args.bindings[k].name,
                      position);
         }
     }
@@ -221,7 +179,7 @@ static int make_labels(const hessian_request *request, hessian_result *result)
 static int compute(const hessian_request *request, const expr_tree *tree,
                    hessian_result *result)
 {
-    int n = request->n_bindings;
+    int n = request->args.n_bindings;
     size_t count = (size_t)(n > 0 ? n : 1);
 
     result->values = calloc(count, sizeof *result->values);
@@ -245,7 +203,7 @@ static int compute(const hessian_request *request, const expr_tree *tree,
     result->output = expr_eval(tree, &context);
     if (result->output == NULL) {
         cli_error("%s", ag_error() != NULL ? ag_error() : "evaluation failed");
-        cli_show_column(request->expression, context.error_column);
+        cli_show_column(request->args.expression, context.error_column);
         return -1;
     }
     if (ag_tensor_numel(result->output) != 1) {
@@ -346,11 +304,11 @@ static int print_text(FILE *out, const hessian_request *request,
             return -1;
     }
 
-    for (int k = 0; k < request->n_bindings; k++) {
+    for (int k = 0; k < request->args.n_bindings; k++) {
         if (!in_hessian(result, k))
             fprintf(out, "%s: not in the Hessian (class labels of cross_entropy take no "
                     "gradient)\n",
-                    request->bindings[k].name);
+                    request->args.bindings[k].name);
     }
     return 0;
 }
@@ -384,10 +342,10 @@ int cmd_hessian(int argc, char **argv)
     }
 
     expr_error error;
-    if (expr_parse(request.expression, request.names, request.n_bindings, &tree,
+    if (expr_parse(request.args.expression, request.args.names, request.args.n_bindings, &tree,
                    &error) != 0) {
         cli_error("%s", error.message);
-        cli_show_column(request.expression, error.column);
+        cli_show_column(request.args.expression, error.column);
     } else if (compute(&request, &tree, &result) == 0) {
         int printed = 0;
 
