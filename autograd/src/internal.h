@@ -11,7 +11,7 @@
 /* Alignment of arena tensor data of AG_ALIGN bytes or more (a cache line,
  * and the widest vector load) and of ag_tape_alloc. Smaller data, tensor
  * headers and records are aligned to AG_SMALL_ALIGN only, so a scalar op
- * takes about half the arena memory it would otherwise. */
+ * takes about two thirds of the arena memory it would otherwise. */
 #define AG_ALIGN 64
 #define AG_SMALL_ALIGN 16
 
@@ -49,7 +49,7 @@ typedef struct ag_chunk ag_chunk;
 typedef struct ag_arena {
     unsigned char *cursor; /* next free byte of the newest chunk */
     unsigned char *limit;  /* end of the newest chunk */
-    ag_chunk *head;        /* newest chunk; older ones follow */
+    ag_chunk *head;        /* newest chunk, followed by the older ones */
     size_t capacity;       /* bytes in all chunks */
 } ag_arena;
 

@@ -206,9 +206,9 @@ static void layout_init(bcast_layout *lay, const ag_tensor *a, const ag_tensor *
     }
 
 /* Walks the layout with one op's run kernels for one type. One-element
- * operands skip the layout, whose setup would cost more than the arithmetic:
- * NAME##_one computes the value when gys is NULL, and otherwise adds the
- * adjoints into gas and gbs (each may be NULL). */
+ * operands skip the layout, whose setup would cost more than the
+ * arithmetic. NAME##_one computes the value when gys is NULL, and otherwise
+ * adds the adjoints into gas and gbs (each may be NULL). */
 #define BINARY_KERNELS(NAME, TYPE, VALUE, GRAD_A, GRAD_B)                         \
     BINARY_RUNS(NAME, TYPE, VALUE, GRAD_A, GRAD_B)                                \
     static void NAME##_one_##TYPE(const TYPE *as, const TYPE *bs, TYPE *ys,       \

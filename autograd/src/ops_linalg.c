@@ -201,8 +201,8 @@ static bool blas_can_take(size_t m, size_t n, size_t k, size_t lda, size_t ldb,
 
 /* A product with one column (n == 1) or one row (m == 1) is a matrix-vector
  * product, which OpenBLAS 0.3.21 computes several times faster with gemv
- * than with gemm: 64x20 times 20x1 takes about 190 ns against 760 ns on
- * the machine of docs/benchmarks.md. Returns false for other shapes. For
+ * than with gemm. On the machine of docs/benchmarks.md, 64x20 times 20x1
+ * takes about 190 ns against 760 ns. Returns false for other shapes. For
  * beta == 0, C is cleared first, so NaN in C never propagates. */
 #define GEMV_PATH(TYPE, PREFIX)                                                   \
     static bool gemv_##PREFIX(bool trans_a, bool trans_b, size_t m, size_t n,    \

@@ -250,11 +250,11 @@ ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
         return NULL;
     }
 
-    /* Every field is set here; unused inputs and params are zero. */
+    /* Every field is set here, and unused inputs and params are zero. */
     rec->op = op;
     rec->n_inputs = n_inputs;
-    /* Clearing the whole arrays first takes a few fixed-size stores; GCC
-     * would turn a loop over the unused tail into a call to memset. */
+    /* Clearing the whole arrays first takes a few fixed-size stores,
+     * whereas GCC turns a loop over the unused tail into a call to memset. */
     memset(rec->inputs, 0, sizeof rec->inputs);
     memset(rec->params, 0, sizeof rec->params);
     bool needs_grad = false;

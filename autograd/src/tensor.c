@@ -42,14 +42,14 @@ static bool shape_is_valid(const char *who, int ndim, const size_t *shape, size_
     return true;
 }
 
-/* Sets every field of a new tensor. The name is only cleared, not zeroed,
- * because this runs once per op. */
+/* Sets every field of a new tensor. Of the name only the first byte is
+ * written (an empty name), because this runs once per op. */
 static void tensor_init(ag_tensor *t, ag_tape *tape, ag_dtype dtype, int ndim,
                         const size_t *shape, size_t numel, void *data)
 {
     t->dtype = dtype;
     t->ndim = ndim;
-    memset(t->shape, 0, sizeof t->shape); /* fixed size: inlined stores */
+    memset(t->shape, 0, sizeof t->shape); /* a fixed-size clear compiles to stores */
     for (int i = 0; i < ndim; i++)
         t->shape[i] = shape[i];
     t->numel = numel;
@@ -447,7 +447,7 @@ int ag_shape_like_input(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t
     *dtype = x->dtype;
     *ndim = x->ndim;
     for (int i = 0; i < x->ndim; i++)
-        shape[i] = x->shape[i]; /* a loop: a call to memcpy costs more */
+        shape[i] = x->shape[i]; /* a loop, because a call to memcpy costs more */
     return 0;
 }
 
