@@ -117,6 +117,12 @@ int ag_error_dtype_mismatch(const char *op, const ag_tensor *a, const ag_tensor 
  * error naming `op` and the shape when it is out of range. */
 int ag_normalize_axis(const char *op, const ag_tensor *t, int axis);
 
+/* Reads an op's axis attribute from rec->params[0] and normalises it against
+ * input 0. The public functions pass an int, but ag_apply callers pass a
+ * double, which must be an integer before it is converted. Returns -1 with
+ * an error naming the op for a fractional or out-of-range axis. */
+int ag_axis_param(const ag_record *rec);
+
 /* Views a tensor as (outer, n, inner) around `axis`: outer is the product of
  * the dimensions before it, inner of those after it. */
 void ag_axis_split(const ag_tensor *t, int axis, size_t *outer, size_t *n,

@@ -30,20 +30,6 @@ typedef struct reduce_view {
 
 /* ---- views and shape rules ------------------------------------------------ */
 
-/* Reads the axis attribute. The public functions pass an int, but ag_apply
- * callers pass a double, which must be an integer before it is converted. */
-static int axis_param(const ag_record *rec)
-{
-    double axis = rec->params[0];
-
-    if (!(axis == trunc(axis) && fabs(axis) <= INT_MAX)) {
-        ag_set_error("ag_%s: axis %g is not an integer; pass an integer axis",
-                     rec->op->name, axis);
-        return -1;
-    }
-    return ag_normalize_axis(rec->op->name, rec->inputs[0], (int)axis);
-}
-
 static reduce_view view_all(const ag_record *rec)
 {
     return (reduce_view){.axis = -1, .outer = 1, .n = rec->inputs[0]->numel, .inner = 1};
@@ -54,7 +40,7 @@ static reduce_view view_axis(const ag_record *rec)
 {
     reduce_view v;
 
-    v.axis = axis_param(rec);
+    v.axis = ag_axis_param(rec);
     ag_axis_split(rec->inputs[0], v.axis, &v.outer, &v.n, &v.inner);
     return v;
 }
@@ -73,7 +59,7 @@ static int all_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t *s
 static int axis_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t *shape)
 {
     const ag_tensor *x = rec->inputs[0];
-    int axis = axis_param(rec);
+    int axis = ag_axis_param(rec);
     bool keepdims = rec->params[1] != 0;
     int out = 0;
 

@@ -24,20 +24,6 @@ typedef struct slice_view {
 
 /* ---- views and shape rules ------------------------------------------------ */
 
-/* Reads the axis attribute. The public functions pass an int, but ag_apply
- * callers pass a double, which must be an integer before it is converted. */
-static int axis_param(const ag_record *rec)
-{
-    double axis = rec->params[0];
-
-    if (!(axis == trunc(axis) && fabs(axis) <= INT_MAX)) {
-        ag_set_error("ag_%s: axis %g is not an integer; pass an integer axis",
-                     rec->op->name, axis);
-        return -1;
-    }
-    return ag_normalize_axis(rec->op->name, rec->inputs[0], (int)axis);
-}
-
 static slice_view view_all(const ag_record *rec)
 {
     return (slice_view){.outer = 1, .n = rec->inputs[0]->numel, .inner = 1};
@@ -48,7 +34,7 @@ static slice_view view_axis(const ag_record *rec)
 {
     slice_view v;
 
-    ag_axis_split(rec->inputs[0], axis_param(rec), &v.outer, &v.n, &v.inner);
+    ag_axis_split(rec->inputs[0], ag_axis_param(rec), &v.outer, &v.n, &v.inner);
     return v;
 }
 
@@ -69,7 +55,7 @@ static int logsumexp_axis_shape(const ag_record *rec, ag_dtype *dtype, int *ndim
 /* softmax and log_softmax keep the input's shape. params: [0] axis. */
 static int softmax_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t *shape)
 {
-    if (axis_param(rec) < 0)
+    if (ag_axis_param(rec) < 0)
         return -1;
     return ag_shape_like_input(rec, dtype, ndim, shape);
 }
@@ -444,7 +430,7 @@ static int logsumexp_axis_backward_graph(ag_tape *tape, const ag_record *rec,
                                          ag_tensor *g, const bool *needs_grad,
                                          ag_tensor **grad_inputs)
 {
-    int axis = axis_param(rec);
+    int axis = ag_axis_param(rec);
 
     if (!needs_grad[0])
         return 0;
@@ -458,7 +444,7 @@ static int softmax_backward_graph(ag_tape *tape, const ag_record *rec, ag_tensor
                                   const bool *needs_grad, ag_tensor **grad_inputs)
 {
     ag_tensor *y = rec->output;
-    int axis = axis_param(rec);
+    int axis = ag_axis_param(rec);
 
     if (!needs_grad[0])
         return 0;
@@ -473,7 +459,7 @@ static int log_softmax_backward_graph(ag_tape *tape, const ag_record *rec,
                                       ag_tensor **grad_inputs)
 {
     ag_tensor *y = rec->output;
-    int axis = axis_param(rec);
+    int axis = ag_axis_param(rec);
 
     if (!needs_grad[0])
         return 0;

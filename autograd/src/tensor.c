@@ -1,4 +1,5 @@
 /* Tensor creation, access and gradient buffers. */
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -427,6 +428,18 @@ int ag_normalize_axis(const char *op, const ag_tensor *t, int axis)
         return -1;
     }
     return normalized;
+}
+
+int ag_axis_param(const ag_record *rec)
+{
+    double axis = rec->params[0];
+
+    if (!(axis == trunc(axis) && fabs(axis) <= INT_MAX)) {
+        ag_set_error("ag_%s: axis %g is not an integer; pass an integer axis",
+                     rec->op->name, axis);
+        return -1;
+    }
+    return ag_normalize_axis(rec->op->name, rec->inputs[0], (int)axis);
 }
 
 void ag_axis_split(const ag_tensor *t, int axis, size_t *outer, size_t *n, size_t *inner)
