@@ -356,6 +356,57 @@ START_TEST(rng_below_in_range)
 }
 END_TEST
 
+START_TEST(accessors_accept_null)
+{
+    ag_error_clear();
+    ck_assert_uint_eq(ag_tensor_numel(NULL), 0);
+    ck_assert_ptr_nonnull(strstr(ag_error(), "ag_tensor_numel: tensor is NULL"));
+
+    /* An earlier failure's message is kept. */
+    ag_set_error("first failure");
+    ck_assert_ptr_null(ag_tensor_grad(NULL));
+    ck_assert(isnan(ag_tensor_item(NULL)));
+    ck_assert(isnan(ag_tensor_get(NULL, 0)));
+    ck_assert_int_eq(ag_tensor_set(NULL, 0, 1.0), -1);
+    ck_assert_ptr_null(ag_tensor_data(NULL));
+    ck_assert_int_eq(ag_tensor_ndim(NULL), 0);
+    ck_assert(!ag_tensor_requires_grad(NULL));
+    ck_assert_str_eq(ag_tensor_name(NULL), "");
+    ck_assert_str_eq(ag_error(), "first failure");
+}
+END_TEST
+
+START_TEST(tensor_tape_tells_owner)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *on_tape = ag_scalar(tape, AG_F64, 1.0);
+    ag_tensor *on_heap = ag_scalar(NULL, AG_F64, 1.0);
+
+    ck_assert_ptr_eq(ag_tensor_tape(on_tape), tape);
+    ck_assert_ptr_null(ag_tensor_tape(on_heap));
+    ag_tensor_free(on_heap);
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(apply_checks_its_arguments)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = ag_scalar(tape, AG_F64, 1.0);
+    const ag_op *add_scalar = ag_op_find("add_scalar");
+    ag_tensor *two[2] = {x, x};
+
+    ck_assert_ptr_nonnull(add_scalar);
+    ck_assert_error_contains(ag_apply(tape, add_scalar, 1, &x, 1, NULL),
+                             "ag_apply: op \"add_scalar\" given 1 params but params is NULL");
+    ck_assert_error_contains(ag_apply(tape, add_scalar, 2, two, 0, NULL),
+                             "ag_apply: op \"add_scalar\" takes 1 input, got 2");
+    ck_assert_error_contains(ag_apply(tape, add_scalar, 1, NULL, 0, NULL),
+                             "ag_apply: inputs is NULL");
+    ag_tape_free(tape);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("tape");
@@ -380,6 +431,9 @@ int main(void)
     tcase_add_test(tc, rng_matches_reference_bits);
     tcase_add_test(tc, rng_normal_moments);
     tcase_add_test(tc, rng_below_in_range);
+    tcase_add_test(tc, accessors_accept_null);
+    tcase_add_test(tc, tensor_tape_tells_owner);
+    tcase_add_test(tc, apply_checks_its_arguments);
     suite_add_tcase(suite, tc);
     return run_suite(suite);
 }

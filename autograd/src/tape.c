@@ -124,12 +124,18 @@ static void describe_inputs(const ag_record *rec, char *buf, size_t size)
         value_summary s = summarize(x);
         char shape[64];
 
+        char range[64];
+
+        /* min > max means no element was finite. */
+        if (s.min <= s.max)
+            snprintf(range, sizeof range, "min %.6g max %.6g", s.min, s.max);
+        else
+            snprintf(range, sizeof range, "no finite values");
         used += (size_t)snprintf(buf + used, size - used,
-                                 "%sinput %d %s %s min %.6g max %.6g, %zu NaN, %zu inf",
+                                 "%sinput %d %s %s %s, %zu NaN, %zu inf",
                                  k == 0 ? "" : "; ", k,
                                  ag_shape_str(x, shape, sizeof shape),
-                                 ag_dtype_name(x->dtype), s.min, s.max, s.n_nan,
-                                 s.n_inf);
+                                 ag_dtype_name(x->dtype), range, s.n_nan, s.n_inf);
     }
 }
 
@@ -202,16 +208,22 @@ static int append_record(ag_tape *tape, ag_record *rec)
 
 /* Checks the arguments every op shares: inputs present, one tape, one dtype. */
 static int check_inputs(ag_tape *tape, const ag_op *op, int n_inputs,
-                        ag_tensor *const *inputs, int n_params)
+                        ag_tensor *const *inputs, int n_params, const double *params)
 {
     if (n_inputs != op->n_inputs) {
-        ag_set_error("ag_%s: expected %d inputs, got %d", op->name, op->n_inputs,
-                     n_inputs);
+        ag_set_error("ag_apply: op \"%s\" takes %d input%s, got %d", op->name,
+                     op->n_inputs, op->n_inputs == 1 ? "" : "s", n_inputs);
         return -1;
     }
     if (n_params < 0 || n_params > AG_MAX_PARAMS) {
-        ag_set_error("ag_%s: %d params given; an op takes 0 to %d", op->name,
-                     n_params, AG_MAX_PARAMS);
+        ag_set_error("ag_apply: op \"%s\" given %d params; an op takes 0 to %d",
+                     op->name, n_params, AG_MAX_PARAMS);
+        return -1;
+    }
+    if (n_params > 0 && params == NULL) {
+        ag_set_error("ag_apply: op \"%s\" given %d params but params is NULL; "
+                     "pass the array or n_params = 0",
+                     op->name, n_params);
         return -1;
     }
     for (int i = 0; i < n_inputs; i++) {
@@ -232,6 +244,12 @@ static int check_inputs(ag_tape *tape, const ag_op *op, int n_inputs,
 ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
                     ag_tensor *const *inputs, int n_params, const double *params)
 {
+    if (inputs == NULL && n_inputs > 0) {
+        ag_set_error("ag_apply: inputs is NULL for %d inputs; pass the array",
+                     n_inputs);
+        return NULL;
+    }
+
     /* A NULL input is an earlier failure: keep its message. */
     for (int i = 0; i < n_inputs && i < AG_MAX_INPUTS; i++) {
         if (inputs[i] == NULL)
@@ -241,7 +259,7 @@ ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
         ag_set_error("ag_apply: %s is NULL", tape == NULL ? "tape" : "op");
         return NULL;
     }
-    if (check_inputs(tape, op, n_inputs, inputs, n_params) != 0)
+    if (check_inputs(tape, op, n_inputs, inputs, n_params, params) != 0)
         return NULL;
 
     ag_record *rec = ag_arena_alloc_aligned(&tape->arena, sizeof *rec, AG_SMALL_ALIGN);
@@ -379,8 +397,9 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
     }
     if (!output->requires_grad) {
         ag_set_error("ag_backward: output does not require a gradient: no input "
-                     "was marked with ag_tensor_set_requires_grad, or the tape was "
-                     "not recording");
+                     "was marked with ag_tensor_set_requires_grad, the tape was "
+                     "not recording, or the graph passes through an op without a "
+                     "backward rule (its output is a constant)");
         return -1;
     }
     if (output->record != NULL && output->tape != tape) {

@@ -233,14 +233,51 @@ ag_tensor *ag_detach(ag_tape *tape, ag_tensor *t)
 
 /* ---- access --------------------------------------------------------------- */
 
-ag_dtype ag_tensor_dtype(const ag_tensor *t) { return t->dtype; }
-int ag_tensor_ndim(const ag_tensor *t) { return t->ndim; }
-const size_t *ag_tensor_shape(const ag_tensor *t) { return t->shape; }
-size_t ag_tensor_numel(const ag_tensor *t) { return t->numel; }
-void *ag_tensor_data(ag_tensor *t) { return t->data; }
+/* A NULL tensor is usually an earlier failure, whose message stays; without
+ * one, the accessor says that it was given NULL. Returns false for NULL. */
+static bool tensor_present(const ag_tensor *t, const char *who)
+{
+    if (t != NULL)
+        return true;
+    if (ag_error() == NULL)
+        ag_set_error("%s: tensor is NULL; check the call that made it", who);
+    return false;
+}
+
+ag_dtype ag_tensor_dtype(const ag_tensor *t)
+{
+    return tensor_present(t, "ag_tensor_dtype") ? t->dtype : AG_F32;
+}
+
+int ag_tensor_ndim(const ag_tensor *t)
+{
+    return tensor_present(t, "ag_tensor_ndim") ? t->ndim : 0;
+}
+
+const size_t *ag_tensor_shape(const ag_tensor *t)
+{
+    return tensor_present(t, "ag_tensor_shape") ? t->shape : NULL;
+}
+
+size_t ag_tensor_numel(const ag_tensor *t)
+{
+    return tensor_present(t, "ag_tensor_numel") ? t->numel : 0;
+}
+
+void *ag_tensor_data(ag_tensor *t)
+{
+    return tensor_present(t, "ag_tensor_data") ? t->data : NULL;
+}
+
+ag_tape *ag_tensor_tape(const ag_tensor *t)
+{
+    return tensor_present(t, "ag_tensor_tape") ? t->tape : NULL;
+}
 
 size_t ag_tensor_dim(const ag_tensor *t, int axis)
 {
+    if (!tensor_present(t, "ag_tensor_dim"))
+        return 0;
     if (axis < 0)
         axis += t->ndim;
     if (axis < 0 || axis >= t->ndim)
@@ -250,6 +287,8 @@ size_t ag_tensor_dim(const ag_tensor *t, int axis)
 
 float *ag_tensor_f32(ag_tensor *t)
 {
+    if (!tensor_present(t, "ag_tensor_f32"))
+        return NULL;
     if (t->dtype != AG_F32) {
         ag_set_error("ag_tensor_f32: tensor is %s, not f32; use ag_tensor_f64",
                      ag_dtype_name(t->dtype));
@@ -260,6 +299,8 @@ float *ag_tensor_f32(ag_tensor *t)
 
 double *ag_tensor_f64(ag_tensor *t)
 {
+    if (!tensor_present(t, "ag_tensor_f64"))
+        return NULL;
     if (t->dtype != AG_F64) {
         ag_set_error("ag_tensor_f64: tensor is %s, not f64; use ag_tensor_f32",
                      ag_dtype_name(t->dtype));
@@ -270,6 +311,8 @@ double *ag_tensor_f64(ag_tensor *t)
 
 double ag_tensor_get(const ag_tensor *t, size_t index)
 {
+    if (!tensor_present(t, "ag_tensor_get"))
+        return NAN;
     if (index >= t->numel) {
         ag_set_error("ag_tensor_get: index %zu out of range for %zu elements",
                      index, t->numel);
@@ -282,6 +325,8 @@ double ag_tensor_get(const ag_tensor *t, size_t index)
 
 int ag_tensor_set(ag_tensor *t, size_t index, double value)
 {
+    if (!tensor_present(t, "ag_tensor_set"))
+        return -1;
     if (index >= t->numel) {
         ag_set_error("ag_tensor_set: index %zu out of range for %zu elements",
                      index, t->numel);
@@ -296,6 +341,8 @@ int ag_tensor_set(ag_tensor *t, size_t index, double value)
 
 double ag_tensor_item(const ag_tensor *t)
 {
+    if (!tensor_present(t, "ag_tensor_item"))
+        return NAN;
     if (t->numel != 1) {
         char shape[64];
         ag_set_error("ag_tensor_item: tensor of shape %s has %zu elements, not 1; "
@@ -308,16 +355,21 @@ double ag_tensor_item(const ag_tensor *t)
 
 void ag_tensor_set_name(ag_tensor *t, const char *name)
 {
+    if (!tensor_present(t, "ag_tensor_set_name"))
+        return;
     snprintf(t->name, sizeof t->name, "%s", name == NULL ? "" : name);
 }
 
 const char *ag_tensor_name(const ag_tensor *t)
 {
-    return t->name;
+    return tensor_present(t, "ag_tensor_name") ? t->name : "";
 }
 
 bool ag_tensor_same_shape(const ag_tensor *a, const ag_tensor *b)
 {
+    if (!tensor_present(a, "ag_tensor_same_shape") ||
+        !tensor_present(b, "ag_tensor_same_shape"))
+        return false;
     if (a->ndim != b->ndim)
         return false;
     for (int i = 0; i < a->ndim; i++) {
@@ -333,6 +385,10 @@ char *ag_shape_str(const ag_tensor *t, char *buf, size_t size)
 
     if (size == 0)
         return buf;
+    if (t == NULL) {
+        snprintf(buf, size, "(NULL)");
+        return buf;
+    }
     buf[0] = '\0';
     used += (size_t)snprintf(buf, size, "(");
     for (int i = 0; i < t->ndim && used < size; i++)
@@ -381,9 +437,12 @@ ag_tensor *ag_grad_buffer(ag_tensor *t)
 
 int ag_tensor_set_requires_grad(ag_tensor *t, bool requires_grad)
 {
+    if (!tensor_present(t, "ag_tensor_set_requires_grad"))
+        return -1;
     if (t->record != NULL) {
         ag_set_error("ag_tensor_set_requires_grad: tensor is the result of a "
-                     "recorded op; only leaves (created tensors) can be marked");
+                     "recorded op; only leaves (created tensors) can be marked "
+                     "or unmarked (use ag_detach to cut it from the graph)");
         return -1;
     }
     t->requires_grad = requires_grad;
@@ -394,12 +453,12 @@ int ag_tensor_set_requires_grad(ag_tensor *t, bool requires_grad)
 
 bool ag_tensor_requires_grad(const ag_tensor *t)
 {
-    return t->requires_grad;
+    return tensor_present(t, "ag_tensor_requires_grad") && t->requires_grad;
 }
 
 ag_tensor *ag_tensor_grad(const ag_tensor *t)
 {
-    return t->grad;
+    return tensor_present(t, "ag_tensor_grad") ? t->grad : NULL;
 }
 
 void ag_tensor_zero_grad(ag_tensor *t)
@@ -410,7 +469,7 @@ void ag_tensor_zero_grad(ag_tensor *t)
 
 const ag_record *ag_tensor_record(const ag_tensor *t)
 {
-    return t->record;
+    return tensor_present(t, "ag_tensor_record") ? t->record : NULL;
 }
 
 /* ---- shapes and axes ------------------------------------------------------ */

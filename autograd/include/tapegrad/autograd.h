@@ -194,6 +194,10 @@ ag_tensor *ag_tensor_copy(ag_tape *tape, const ag_tensor *t, ag_dtype dtype);
  * are ignored (the tape frees those). */
 void ag_tensor_free(ag_tensor *t);
 
+/* The accessors below accept NULL (usually an earlier failure): they return
+ * 0, NULL, "", false or NaN, keep an earlier error message, and otherwise
+ * set one saying the tensor is NULL. */
+
 /* Returns the dtype. */
 ag_dtype ag_tensor_dtype(const ag_tensor *t);
 
@@ -209,6 +213,10 @@ const size_t *ag_tensor_shape(const ag_tensor *t);
 
 /* Returns the number of elements. */
 size_t ag_tensor_numel(const ag_tensor *t);
+
+/* Returns the tape the tensor lives on, or NULL for a heap tensor (one the
+ * caller owns and frees with ag_tensor_free). */
+ag_tape *ag_tensor_tape(const ag_tensor *t);
 
 /* Returns the element data: float * for f32, double * for f64. Writing to it
  * is allowed for heap tensors between steps (parameter updates) and for
