@@ -804,7 +804,7 @@ START_TEST(shuffle_follows_fisher_yates)
         got[i] = i;
         expected[i] = i;
     }
-    nn_shuffle(got, N, &rng);
+    ck_assert_int_eq(nn_shuffle(got, N, &rng), 0);
     for (size_t i = N - 1; i >= 1; i--) {
         size_t j = (size_t)ag_rng_below(&reference, i + 1);
         size_t tmp = expected[i];
@@ -813,6 +813,18 @@ START_TEST(shuffle_follows_fisher_yates)
     }
     for (size_t i = 0; i < N; i++)
         ck_assert_uint_eq(got[i], expected[i]);
+}
+END_TEST
+
+START_TEST(shuffle_rejects_null)
+{
+    size_t v[3] = {0, 1, 2};
+    ag_rng rng = ag_rng_new(1);
+
+    ck_assert_int_eq(nn_shuffle(v, 3, NULL), -1);
+    ck_assert_ptr_nonnull(strstr(ag_error(), "nn_shuffle: rng is NULL"));
+    ck_assert_int_eq(nn_shuffle(NULL, 3, &rng), -1);
+    ck_assert_ptr_nonnull(strstr(ag_error(), "nn_shuffle: indices is NULL"));
 }
 END_TEST
 
@@ -1197,6 +1209,7 @@ int main(void)
 
     tcase_add_test(batch, shuffle_follows_fisher_yates);
     tcase_add_test(batch, shuffle_is_uniform);
+    tcase_add_test(batch, shuffle_rejects_null);
     tcase_add_test(batch, gather_rows_values);
     tcase_add_test(batch, gather_rows_heap);
     tcase_add_test(batch, gather_rows_out_of_range);

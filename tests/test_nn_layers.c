@@ -452,6 +452,20 @@ START_TEST(mlp_invalid_rejected)
 }
 END_TEST
 
+START_TEST(params_reject_tape_tensor)
+{
+    nn_params *params = nn_params_new();
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *t = ag_ones(tape, AG_F64, AG_SHAPE(2));
+
+    ck_assert_int_eq(nn_params_add(params, "w", t), -1);
+    ck_assert_ptr_nonnull(strstr(ag_error(), "nn_params_add: the tensor for \"w\" lives on a tape"));
+    ck_assert_uint_eq(nn_params_count(params), 0);
+    nn_params_free(params);
+    ag_tape_free(tape);
+}
+END_TEST
+
 static Suite *layers_suite(void)
 {
     Suite *s = suite_create("nn_layers");
@@ -460,6 +474,7 @@ static Suite *layers_suite(void)
     TCase *dense = tcase_create("dense");
     TCase *mlp = tcase_create("mlp");
 
+    tcase_add_test(params, params_reject_tape_tensor);
     tcase_add_test(params, params_add_and_get);
     tcase_add_test(params, params_insertion_order);
     tcase_add_test(params, params_many_names);

@@ -378,6 +378,18 @@ START_TEST(cross_entropy_empty_batch_error)
 }
 END_TEST
 
+START_TEST(cross_entropy_no_classes_error)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *a = ag_zeros(tape, AG_F64, AG_SHAPE(2, 0));
+    ag_tensor *c = ag_zeros(tape, AG_F64, AG_SHAPE(2));
+
+    ck_assert_ptr_null(nn_cross_entropy_loss(tape, a, c));
+    ck_assert_ptr_nonnull(strstr(ag_error(), "logits of shape (2x0) have no classes"));
+    ag_tape_free(tape);
+}
+END_TEST
+
 START_TEST(cross_entropy_is_registered_op)
 {
     /* The fused loss is an ordinary registered op: found by name and
@@ -958,6 +970,7 @@ static Suite *losses_suite(void)
     tcase_add_test(extremes, bce_with_logits_at_1000);
     tcase_add_test(extremes, cross_entropy_at_1e4);
     tcase_add_test(extremes, cross_entropy_empty_batch_error);
+    tcase_add_test(extremes, cross_entropy_no_classes_error);
     tcase_add_test(extremes, cross_entropy_is_registered_op);
     suite_add_tcase(s, extremes);
 

@@ -16,8 +16,14 @@ struct nn_loader {
     size_t position;    /* first sample of the next batch in `order` */
 };
 
-void nn_shuffle(size_t *indices, size_t n, ag_rng *rng)
+int nn_shuffle(size_t *indices, size_t n, ag_rng *rng)
 {
+    if (rng == NULL || (indices == NULL && n > 0)) {
+        ag_set_error("nn_shuffle: %s is NULL; pass %s", rng == NULL ? "rng" : "indices",
+                     rng == NULL ? "a generator from ag_rng_new" : "an array of n indices");
+        return -1;
+    }
+
     /* Fisher-Yates: position i takes a uniform pick among 0..i, which gives
      * every permutation the same probability. */
     for (size_t i = n; i > 1; i--) {
@@ -27,6 +33,7 @@ void nn_shuffle(size_t *indices, size_t n, ag_rng *rng)
         indices[i - 1] = indices[j];
         indices[j] = tmp;
     }
+    return 0;
 }
 
 /* ---- gathering rows ------------------------------------------------------- */

@@ -122,7 +122,7 @@ static int bce_forward(ag_tape *tape, ag_record *rec)
         double yi = ag_tensor_get(y, i);
 
         if (!(pi >= 0.0 && pi <= 1.0)) {
-            ag_set_error("nn_bce_loss: probability %g at element %zu is outside "
+            ag_set_error("nn_bce_loss: probability %.17g at element %zu is outside "
                          "[0, 1]; pass sigmoid outputs, or logits to "
                          "nn_bce_with_logits_loss",
                          pi, i);
@@ -590,6 +590,15 @@ ag_tensor *nn_cross_entropy_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *la
                      "the class indices in a tensor of the logits' dtype",
                      ag_tensor_dtype(logits) == AG_F32 ? "f32" : "f64",
                      ag_tensor_dtype(labels) == AG_F32 ? "f32" : "f64");
+        return NULL;
+    }
+    if (ag_tensor_ndim(logits) == 2 && ag_tensor_dim(logits, 0) > 0 &&
+        ag_tensor_dim(logits, 1) == 0) {
+        char sl[64];
+
+        ag_set_error("nn_cross_entropy_loss: logits of shape %s have no classes; "
+                     "the logits need one column per class",
+                     ag_shape_str(logits, sl, sizeof sl));
         return NULL;
     }
     if (check_nonempty("nn_cross_entropy_loss", logits) != 0)

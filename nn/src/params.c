@@ -119,6 +119,12 @@ int nn_params_add(nn_params *params, const char *name, ag_tensor *t)
     }
     if (check_name(params, name) != 0)
         return -1;
+    if (ag_tensor_tape(t) != NULL) {
+        ag_set_error("nn_params_add: the tensor for \"%s\" lives on a tape, which "
+                     "frees it at the next reset; create parameters with a NULL tape",
+                     name);
+        return -1;
+    }
     for (size_t i = 0; i < params->count; i++) {
         if (params->ordered[i]->tensor == t) {
             ag_set_error("nn_params_add: the tensor for \"%s\" is already in "

@@ -52,7 +52,8 @@ void nn_params_free(nn_params *params);
  * is marked as requiring a gradient and given `name` for traces (truncated
  * there to 31 bytes). Returns 0, or -1 with an error when the name is
  * empty, longer than NN_PARAM_NAME_MAX or already used, when `t` is already
- * in the set, or when out of memory. On failure the caller keeps ownership
+ * in the set, when `t` lives on a tape (which would free it at its next
+ * reset), or when out of memory. On failure the caller keeps ownership
  * of `t`. A NULL `t` returns -1
  * and keeps the earlier message, so nn_params_add(p, "w", ag_zeros(NULL, ...))
  * reports the failed creation. */

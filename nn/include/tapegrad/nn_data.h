@@ -103,8 +103,8 @@ int nn_csv_column(const nn_csv *csv, const char *name);
 
 /* Puts indices[0..n) in a uniformly random order by Fisher-Yates, drawing
  * with ag_rng_below, so a given seed gives the same order on every
- * machine. */
-void nn_shuffle(size_t *indices, size_t n, ag_rng *rng);
+ * machine. Returns 0, or -1 with an error when rng or indices is NULL. */
+int nn_shuffle(size_t *indices, size_t n, ag_rng *rng);
 
 /* Gathers rows of `source` (its first dimension indexes the rows) into a
  * new tensor of shape (n_rows x the remaining dimensions of source) in the
