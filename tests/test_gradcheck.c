@@ -547,6 +547,95 @@ START_TEST(empty_input_is_error)
 }
 END_TEST
 
+/* sum(x): its backward rule is right even where x contains a NaN. */
+static ag_tensor *f_sum(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
+{
+    (void)n;
+    (void)user;
+    return ag_sum(tape, inputs[0]);
+}
+
+/* sum(sqrt(x)): finite at x = 0, but NaN just below it. */
+static ag_tensor *f_sum_sqrt(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
+{
+    (void)n;
+    (void)user;
+    return ag_sum(tape, ag_sqrt(tape, inputs[0]));
+}
+
+START_TEST(nan_output_is_error)
+{
+    ag_tensor *x = heap_input(AG_F64, AG_SHAPE(2), (const double[]){1.0, NAN}, true);
+    ag_gradcheck_result result;
+
+    ck_assert_int_eq(ag_gradcheck(f_sum, NULL, 1, &x, NULL, &result), -1);
+    ck_assert(!result.passed);
+    ck_assert_msg(strstr(ag_error(), "f(x) is nan at output element 0") != NULL,
+                  "error: %s", ag_error());
+    ck_assert_ptr_nonnull(strstr(ag_error(), "central differences need a finite f"));
+    ck_assert_ptr_nonnull(strstr(result.message, "f(x) is nan"));
+    ck_assert_ptr_null(strstr(result.message, "failed at"));
+    ag_tensor_free(x);
+}
+END_TEST
+
+START_TEST(infinite_output_is_error)
+{
+    ag_tensor *x = heap_input(AG_F64, AG_SHAPE(2), (const double[]){1.0, INFINITY}, true);
+    ag_gradcheck_result result;
+
+    ck_assert_int_eq(ag_gradcheck(f_sum, NULL, 1, &x, NULL, &result), -1);
+    ck_assert_msg(strstr(ag_error(), "f(x) is inf at output element 0") != NULL,
+                  "error: %s", ag_error());
+    ag_tensor_free(x);
+}
+END_TEST
+
+START_TEST(nan_near_input_is_error)
+{
+    ag_tensor *x = heap_input(AG_F64, AG_SHAPE(2), (const double[]){1.0, 0.0}, true);
+    ag_gradcheck_result result;
+
+    /* f(x) is finite, but f(x - eps u_1) is NaN. */
+    ck_assert_int_eq(ag_gradcheck(f_sum_sqrt, NULL, 1, &x, NULL, &result), -1);
+    ck_assert(!result.passed);
+    ck_assert_msg(strstr(ag_error(), "input 0 element 1 moved by -1e-06") != NULL,
+                  "error: %s", ag_error());
+    ck_assert_ptr_nonnull(strstr(ag_error(), "numeric derivative is not finite"));
+    ag_tensor_free(x);
+}
+END_TEST
+
+START_TEST(eps_too_small_is_error)
+{
+    ag_tensor *x = heap_input(AG_F64, AG_SHAPE(3), a_values, true);
+    ag_gradcheck_options options = {.eps = 1e-300, .atol = 1e-5, .rtol = 1e-3};
+    ag_gradcheck_result result;
+
+    ck_assert_int_eq(ag_gradcheck(f_sum, NULL, 1, &x, &options, &result), -1);
+    ck_assert(!result.passed);
+    ck_assert_msg(strstr(ag_error(), "the step 1e-300 does not move input 0 element 0") !=
+                      NULL,
+                  "error: %s", ag_error());
+    ck_assert_ptr_nonnull(strstr(result.message, "does not move"));
+    ag_tensor_free(x);
+}
+END_TEST
+
+START_TEST(eps_too_small_for_large_x)
+{
+    /* 1e-6 moves 1 but not 1e12, where doubles are about 1.2e-4 apart. */
+    ag_tensor *x = heap_input(AG_F64, AG_SHAPE(2), (const double[]){1.0, 1e12}, true);
+    ag_gradcheck_options options = {.eps = 1e-6, .atol = 1e-5, .rtol = 1e-3};
+    ag_gradcheck_result result;
+
+    ck_assert_int_eq(ag_gradcheck(f_sum, NULL, 1, &x, &options, &result), -1);
+    ck_assert_msg(strstr(ag_error(), "does not move input 0 element 1") != NULL,
+                  "error: %s", ag_error());
+    ag_tensor_free(x);
+}
+END_TEST
+
 START_TEST(defaults_match_pytorch)
 {
     ag_gradcheck_options options = ag_gradcheck_defaults();
@@ -586,6 +675,11 @@ int main(void)
     tcase_add_test(tc, invalid_arguments_are_errors);
     tcase_add_test(tc, empty_input_is_error);
     tcase_add_test(tc, defaults_match_pytorch);
+    tcase_add_test(tc, nan_output_is_error);
+    tcase_add_test(tc, infinite_output_is_error);
+    tcase_add_test(tc, nan_near_input_is_error);
+    tcase_add_test(tc, eps_too_small_is_error);
+    tcase_add_test(tc, eps_too_small_for_large_x);
     suite_add_tcase(suite, tc);
     return run_suite(suite);
 }

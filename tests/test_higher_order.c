@@ -1487,6 +1487,53 @@ START_TEST(gradgradcheck_reports_missing_rule)
 }
 END_TEST
 
+static ag_tensor *f_sum_squares(ag_tape *tape, ag_tensor *const *inputs, int n,
+                                    void *user)
+{
+    (void)n;
+    (void)user;
+    return ag_sum(tape, ag_mul(tape, inputs[0], inputs[0]));
+}
+
+/* sum(0 * sqrt(x)): 0 everywhere, but at x = 0 the gradient is 0 * inf,
+ * NaN from both the built rules and the kernels. */
+static ag_tensor *f_zero_times_sqrt(ag_tape *tape, ag_tensor *const *inputs, int n,
+                                    void *user)
+{
+    (void)n;
+    (void)user;
+    return ag_sum(tape, ag_mul_scalar(tape, ag_sqrt(tape, inputs[0]), 0.0));
+}
+
+START_TEST(gradgradcheck_nan_output_is_error)
+{
+    ag_tensor *x = variable(AG_SHAPE(2), ((const double[]){1.0, NAN}));
+    ag_gradcheck_result result;
+
+    ck_assert_int_eq(ag_gradgradcheck(f_sum_squares, NULL, 1, &x, NULL, &result), -1);
+    ck_assert(!result.passed);
+    ck_assert_msg(strstr(ag_error(), "f(x) is nan at output element 0") != NULL,
+                  "error: %s", ag_error());
+    ck_assert_ptr_null(strstr(result.message, "wrong value"));
+    ag_tensor_free(x);
+}
+END_TEST
+
+START_TEST(gradgradcheck_nan_gradient_blames_no_rule)
+{
+    ag_tensor *x = variable(AG_SHAPE(2), ((const double[]){1.0, 0.0}));
+    ag_gradcheck_result result;
+
+    ck_assert_int_eq(ag_gradgradcheck(f_zero_times_sqrt, NULL, 1, &x, NULL, &result), -1);
+    ck_assert(!result.passed);
+    ck_assert_msg(strstr(ag_error(), "checking the gradient of input 0") != NULL,
+                  "error: %s", ag_error());
+    ck_assert_ptr_nonnull(strstr(ag_error(), "is nan at output element 1"));
+    ck_assert_ptr_null(strstr(result.message, "wrong value"));
+    ag_tensor_free(x);
+}
+END_TEST
+
 /* ---- Jacobians ------------------------------------------------------------ */
 
 static ag_tensor *f_softmax(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
@@ -1793,6 +1840,8 @@ int main(void)
     tcase_add_test(api, gradgradcheck_catches_wrong_value);
     tcase_add_test(api, gradgradcheck_catches_detached_rule);
     tcase_add_test(api, gradgradcheck_reports_missing_rule);
+    tcase_add_test(api, gradgradcheck_nan_output_is_error);
+    tcase_add_test(api, gradgradcheck_nan_gradient_blames_no_rule);
     tcase_add_test(api, jacobian_of_softmax);
     tcase_add_test(api, jacobian_skips_constant_inputs);
     tcase_add_test(api, hessian_rejects_vector_output);

@@ -413,6 +413,74 @@ START_TEST(records_f64_failure_names_record)
 }
 END_TEST
 
+START_TEST(records_nan_output_is_error)
+{
+    /* sum's backward rule is right; a NaN in its input must not blame it. */
+    const double values[2] = {1.0, NAN};
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, AG_F64, AG_SHAPE(2), values);
+    ag_record_check_result result;
+
+    ck_assert_ptr_nonnull(ag_sum(tape, x));
+    ck_assert_int_eq(ag_check_records(tape, NULL, &result), -1);
+    ck_assert(!result.passed);
+    ck_assert_uint_eq(result.n_failed, 0);
+    ck_assert_msg(strstr(ag_error(), "record 0 (sum): non-finite output") != NULL,
+                  "error: %s", ag_error());
+    ck_assert_ptr_nonnull(strstr(ag_error(), "nan at output element 0 at the recorded inputs"));
+    ck_assert_ptr_nonnull(strstr(result.message, "non-finite output"));
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(records_nan_near_input_is_error)
+{
+    /* sqrt is finite at 0 but NaN at -eps. */
+    const double values[2] = {1.0, 0.0};
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, AG_F64, AG_SHAPE(2), values);
+    ag_record_check_result result;
+
+    ck_assert_ptr_nonnull(ag_sqrt(tape, x));
+    ck_assert_int_eq(ag_check_records(tape, NULL, &result), -1);
+    ck_assert_msg(strstr(ag_error(), "with input 0 element 1 moved by -1e-06") != NULL,
+                  "error: %s", ag_error());
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(records_eps_too_small_is_error)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, AG_F64, AG_SHAPE(2, 3), x_values);
+    ag_gradcheck_options options = {.eps = 1e-300, .atol = 1e-5, .rtol = 1e-3};
+    ag_record_check_result result;
+
+    ck_assert_ptr_nonnull(ag_sum(tape, x));
+    ck_assert_int_eq(ag_check_records(tape, &options, &result), -1);
+    ck_assert_uint_eq(result.n_failed, 0);
+    ck_assert_msg(strstr(ag_error(), "the step 1e-300 does not move input 0 element 0") !=
+                      NULL,
+                  "error: %s", ag_error());
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(records_message_singular_record)
+{
+    const double values[2] = {0.5, 1.5};
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = leaf(tape, AG_F64, AG_SHAPE(2), values);
+    ag_record_check_result result;
+
+    ck_assert_ptr_nonnull(ag_sum(tape, x));
+    ck_assert_int_eq(ag_check_records(tape, NULL, &result), 0);
+    ck_assert_msg(strstr(result.message, "passed: 1 record, 2 partials") != NULL,
+                  "message: %s", result.message);
+    ag_tape_free(tape);
+}
+END_TEST
+
 /* ---- kinks ---------------------------------------------------------------- */
 
 /* A function with one kink at the given inputs, and its one-sided
@@ -784,6 +852,10 @@ static Suite *record_check_suite(void)
     tcase_add_test(records, records_empty_input);
     tcase_add_test(records, records_reject_invalid_arguments);
     tcase_add_test(records, records_f64_failure_names_record);
+    tcase_add_test(records, records_nan_output_is_error);
+    tcase_add_test(records, records_nan_near_input_is_error);
+    tcase_add_test(records, records_eps_too_small_is_error);
+    tcase_add_test(records, records_message_singular_record);
     suite_add_tcase(suite, records);
 
     tcase_add_loop_test(kinks, gradcheck_reports_kink, 0, n_kink_cases);

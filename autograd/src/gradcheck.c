@@ -11,6 +11,7 @@
  * one-sided differences that tell a kink from a wrong gradient.
  */
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -283,8 +284,59 @@ static int evaluate_f64(gradcheck_run *run, ag_tape *tape, const char *point,
     return 0;
 }
 
+/* Sets the error and result->message to text formatted as for printf. */
+static int fail_with(ag_gradcheck_result *result, const char *format, ...)
+{
+    va_list args;
+
+    va_start(args, format);
+    vsnprintf(result->message, sizeof result->message, format, args);
+    va_end(args);
+    ag_set_error("%s", result->message);
+    return -1;
+}
+
+/* Rejects a non-finite f(x): every difference quotient through a NaN or an
+ * infinity is NaN, which would blame a correct backward rule. */
+static int require_finite_center(const gradcheck_run *run, ag_gradcheck_result *result)
+{
+    for (size_t j = 0; j < run->n_out; j++) {
+        if (!isfinite(run->center[j]))
+            return fail_with(result,
+                             "ag_gradcheck: f(x) is %g at output element %zu, but central "
+                             "differences need a finite f; check the gradient at a point "
+                             "where f is finite",
+                             isnan(run->center[j]) ? NAN : run->center[j], j);
+    }
+    return 0;
+}
+
+/* Rejects a non-finite f at a moved point. There f is not finite within the
+ * step of x, so its difference quotients carry no information about the
+ * gradient. */
+static int require_finite_moved(const gradcheck_run *run, int input, size_t element,
+                                double step, const double *values,
+                                ag_gradcheck_result *result)
+{
+    char label[64];
+
+    for (size_t j = 0; j < run->n_out; j++) {
+        if (!isfinite(values[j]))
+            return fail_with(result,
+                             "ag_gradcheck: f is %g at output element %zu with %s element "
+                             "%zu moved by %g, so the numeric derivative is not finite; "
+                             "move the input away from where f is not finite, or use an "
+                             "eps smaller than the distance to it",
+                             isnan(values[j]) ? NAN : values[j], j,
+                             input_label(run, input, label, sizeof label), element, step);
+    }
+    return 0;
+}
+
 /* Evaluates f with one element of the f64 copy of `input` moved by `step`,
- * then puts the element back. */
+ * then puts the element back. A step below the spacing of doubles at x
+ * would leave x unchanged and give a numeric derivative of 0, so it is an
+ * error. */
 static int evaluate_moved(gradcheck_run *run, ag_tape *tape, int input, size_t element,
                           double step, double *values, ag_gradcheck_result *result)
 {
@@ -293,12 +345,21 @@ static int evaluate_moved(gradcheck_run *run, ag_tape *tape, int input, size_t e
     char label[64];
     char point[128];
 
-    snprintf(point, sizeof point, "with %s element %zu moved by %g",
-             input_label(run, input, label, sizeof label), element, step);
+    input_label(run, input, label, sizeof label);
+    if (center + step == center)
+        return fail_with(result,
+                         "ag_gradcheck: the step %g does not move %s element %zu (value "
+                         "%.17g) in f64, so the numeric derivative would be 0; use an "
+                         "eps well above |x| * 2.2e-16, such as 1e-6 * max(1, |x|)",
+                         step, label, element, center);
+
+    snprintf(point, sizeof point, "with %s element %zu moved by %g", label, element, step);
     x[element] = center + step;
     int status = evaluate_f64(run, tape, point, values, result);
     x[element] = center;
-    return status;
+    if (status != 0)
+        return -1;
+    return require_finite_moved(run, input, element, step, values, result);
 }
 
 /* Keeps the first kink in result; kinks stay out of the verdict. */
@@ -389,6 +450,17 @@ static int check_element(gradcheck_run *run, ag_tape *tape, int input,
         ag_quotients q;
 
         ag_quotients_fill(&q, run->plus[j], run->center[j], run->minus[j], eps);
+        if (!isfinite(q.central)) {
+            char label[64];
+
+            /* f is finite at both points, but their difference overflows. */
+            return fail_with(result,
+                             "ag_gradcheck: the numeric derivative of output element %zu "
+                             "by %s element %zu is %g, because f changes by more than a "
+                             "double holds across the step; use a smaller eps",
+                             j, input_label(run, input, label, sizeof label), element,
+                             q.central);
+        }
         if (any_candidate)
             ag_quotients_fill_half(&q, run->plus_half[j], run->center[j],
                                    run->minus_half[j], eps);
@@ -418,7 +490,8 @@ static int numeric_columns(gradcheck_run *run, ag_gradcheck_result *result)
         }
         ag_tensor_set_name(run->work[i], run->inputs[i]->name);
     }
-    if (evaluate_f64(run, tape, "at the inputs", run->center, result) != 0)
+    if (evaluate_f64(run, tape, "at the inputs", run->center, result) != 0 ||
+        require_finite_center(run, result) != 0)
         goto done;
 
     for (int i = 0; i < run->n_inputs; i++) {
@@ -499,10 +572,10 @@ static void write_verdict(const gradcheck_run *run, ag_gradcheck_result *result)
 
         result->passed = true;
         snprintf(text, sizeof text,
-                 "ag_gradcheck: passed: %zu partials within atol %g + rtol %g * "
+                 "ag_gradcheck: passed: %zu partial%s within atol %g + rtol %g * "
                  "|numeric|. The worst is %s element %zu, output element %zu, abs "
                  "error %.3g.%s",
-                 n_compared, o->atol, o->rtol, label, result->worst_index,
+                 n_compared, n_compared == 1 ? "" : "s", o->atol, o->rtol, label, result->worst_index,
                  result->worst_output, result->abs_error, kinks);
         set_message(result, text);
     }

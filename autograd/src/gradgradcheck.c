@@ -93,11 +93,16 @@ typedef struct check_state {
     char cause[256];     /* step 2: ag_gradcheck's verdict on that gradient */
 } check_state;
 
-/* Error relative to the tolerance atol + rtol |reference|: at most 1 passes,
- * and NaN on either side counts as infinitely far. */
+/* Error relative to the tolerance atol + rtol |reference|: at most 1 passes.
+ * NaN against NaN, or an infinity against the same infinity, agrees, because
+ * the two computations of one gradient met the same singularity. Any other
+ * NaN counts as infinitely far. */
 static double tolerance_ratio(const ag_gradcheck_options *o, double value,
                               double reference)
 {
+    if ((isnan(value) && isnan(reference)) || (isinf(value) && value == reference))
+        return 0.0;
+
     double error = fabs(value - reference);
     double tolerance = o->atol + o->rtol * fabs(reference);
 
@@ -279,7 +284,8 @@ static int check_arguments(ag_function f, int n_inputs, ag_tensor *const *inputs
     return 0;
 }
 
-/* Runs f once on copies to learn the number of output elements. */
+/* Runs f once on copies to learn the number of output elements, and
+ * rejects a non-finite f(x). */
 static int count_outputs(ag_function f, void *user, int n_inputs,
                          ag_tensor *const *inputs, size_t *n_out)
 {
@@ -297,10 +303,24 @@ static int count_outputs(ag_function f, void *user, int n_inputs,
     }
     ag_error_clear();
     ag_tensor *output = f(tape, copies, n_inputs, user);
-    if (output != NULL) {
-        *n_out = ag_tensor_numel(output);
-        status = 0;
+    if (output == NULL)
+        goto done;
+
+    /* Every derivative through a NaN or an infinity is NaN, which would
+     * blame a correct rule. */
+    for (size_t j = 0; j < ag_tensor_numel(output); j++) {
+        double value = ag_tensor_get(output, j);
+
+        if (!isfinite(value)) {
+            ag_set_error("f(x) is %g at output element %zu, but the check needs a "
+                         "finite f; check the second derivatives at a point where f is "
+                         "finite",
+                         isnan(value) ? NAN : value, j);
+            goto done;
+        }
     }
+    *n_out = ag_tensor_numel(output);
+    status = 0;
 
 done:
     ag_tape_free(tape);
@@ -378,7 +398,7 @@ int ag_gradgradcheck(ag_function f, void *user, int n_inputs, ag_tensor *const *
     gf.differentiate = differentiate;
 
     if (count_outputs(f, user, n_inputs, inputs, &gf.n_out) != 0) {
-        fail_keeping_cause(result, "the function failed");
+        fail_keeping_cause(result, "evaluating f at the inputs");
         goto done;
     }
 

@@ -289,6 +289,20 @@ static int evaluate(records_run *run, record_work *work, const char *point, doub
         return fail_record(work, run->result, "the op's shape depends on its dtype");
     }
 
+    /* A NaN or an infinity in y makes every difference quotient NaN, which
+     * would blame a correct backward rule. */
+    for (size_t j = 0; j < work->n_out; j++) {
+        double value = ag_tensor_get(y, j);
+
+        if (!isfinite(value)) {
+            ag_set_error("the forward in f64 gives %g at output element %zu %s, so "
+                         "central differences cannot check the record; check the tape at a point "
+                         "where every op's output is finite",
+                         isnan(value) ? NAN : value, j, point);
+            return fail_record(work, run->result, "non-finite output");
+        }
+    }
+
     /* Read y before the copies change: an op may share its input's data. */
     for (int s = 0; s < work->n_seeds; s++) {
         const double *row = work->weights + (size_t)s * work->n_out;
@@ -311,6 +325,16 @@ static int evaluate_moved(records_run *run, record_work *work, int d, size_t e,
     double *x = work->copies[d]->data;
     const double center = x[e];
     char point[96];
+
+    /* A step below the spacing of doubles at x would give a numeric
+     * derivative of 0. */
+    if (center + step == center) {
+        ag_set_error("the step %g does not move input %d element %zu (value %.17g) in "
+                     "f64; use an eps well above |x| * 2.2e-16, such as "
+                     "1e-6 * max(1, |x|)",
+                     step, work->first_slot[d], e, center);
+        return fail_record(work, run->result, "eps is too small");
+    }
 
     snprintf(point, sizeof point, "with input %d element %zu moved by %g",
              work->first_slot[d], e, step);
@@ -499,13 +523,15 @@ static void write_verdict(const records_run *run, ag_record_check_result *result
                  result->n_kinks, result->kink_record, result->kink_input,
                  result->kink_element);
 
+    size_t n_compared = result->n_checked - result->n_kinks;
+
     result->passed = result->n_failed == 0;
     if (result->passed) {
         snprintf(result->message, sizeof result->message,
-                 "ag_check_records: passed: %zu records, %zu partials within atol %g + "
+                 "ag_check_records: passed: %zu record%s, %zu partial%s within atol %g + "
                  "rtol %g * |numeric|.%s",
-                 result->n_records, result->n_checked - result->n_kinks, o->atol, o->rtol,
-                 kinks);
+                 result->n_records, result->n_records == 1 ? "" : "s", n_compared,
+                 n_compared == 1 ? "" : "s", o->atol, o->rtol, kinks);
         return;
     }
 
@@ -517,10 +543,10 @@ static void write_verdict(const records_run *run, ag_record_check_result *result
     snprintf(text, sizeof text,
              "ag_check_records: record %zu (%s) is the first wrong one: input %d "
              "element %zu, %s: analytic %.9g, numeric %.9g, abs error %.3g; %zu of %zu "
-             "records failed",
+             "record%s failed",
              result->record, result->op, result->input, result->element, output,
              result->analytic, result->numeric, result->abs_error, result->n_failed,
-             result->n_records);
+             result->n_records, result->n_records == 1 ? "" : "s");
     set_message(result, text);
 }
 
