@@ -39,6 +39,20 @@ void cli_show_column(const char *text, int column)
     fprintf(stderr, "\n  %*s^\n", caret, "");
 }
 
+void cli_report_eval_error(const char *expression, int column)
+{
+    const char *message = ag_error() != NULL ? ag_error() : "evaluation failed";
+
+    cli_error("%s", message);
+    cli_show_column(expression, column);
+
+    /* ag_matmul suggests ag_reshape, which expressions cannot call. */
+    if (strncmp(message, "ag_matmul: operands must be 2-D", 31) == 0)
+        fputs("  hint: expressions cannot reshape, so bind matrices: a row as "
+              "x=[[1,2]] and a column as y=[[3],[4]]\n",
+              stderr);
+}
+
 int cli_option_value(int argc, char **argv, int *i, const char *name, const char **value)
 {
     const char *arg = argv[*i];
@@ -309,8 +323,9 @@ void cli_print_records_text(FILE *out, const ag_record_check_result *result,
                 result->n_records, result->n_records == 1 ? "" : "s", result->n_checked,
                 result->n_checked == 1 ? "" : "s");
     else
-        fprintf(out, "record check: FAILED at record #%zu %s (%zu of %zu records wrong)\n",
-                result->record, result->op, result->n_failed, result->n_records);
+        fprintf(out, "record check: FAILED at record #%zu %s (%zu of %zu record%s wrong)\n",
+                result->record, result->op, result->n_failed, result->n_records,
+                result->n_records == 1 ? "" : "s");
 
     if (!result->passed) {
         char output[48];

@@ -26,6 +26,11 @@ void cli_error(const char *format, ...)
  * column is negative). */
 void cli_show_column(const char *text, int column);
 
+/* Reports a failed evaluation of `expression`: the library's message, a
+ * caret under byte `column`, and a hint where the message suggests a fix
+ * the expression language lacks (ag_reshape for matmul operands). */
+void cli_report_eval_error(const char *expression, int column);
+
 /* If argv[*i] is option `name`, stores its value (from "--name=VALUE" or the
  * next argument), advances *i past it and returns 1. Returns 0 when argv[*i]
  * is another argument, and -1 after printing an error when the value is

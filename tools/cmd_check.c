@@ -1,6 +1,7 @@
 /* `tapegrad check`: gradient-check a C function loaded from a shared library. */
 #include <dlfcn.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,7 +17,10 @@ void print_check_help(FILE *out)
         "\n"
         "Loads SYMBOL from the shared library LIB.so, calls it on seeded random f64\n"
         "inputs of the given shapes, and compares its tape gradients with central\n"
-        "finite differences over the full Jacobian (ag_gradcheck).\n"
+        "finite differences over the full Jacobian (ag_gradcheck). That costs one\n"
+        "backward pass per output element and two evaluations of the function per\n"
+        "input element (four at a kink), so each input may have at most 1000000\n"
+        "elements.\n"
         "\n"
         "SYMBOL must be an ag_function, declared in <tapegrad/autograd.h> as\n"
         "  ag_tensor *SYMBOL(ag_tape *tape, ag_tensor *const *inputs, int n_inputs,\n"
@@ -29,9 +33,11 @@ void print_check_help(FILE *out)
         "\n"
         "Options:\n"
         "  --input SHAPE...    one shape per input, such as 3x4 or 5; repeat the\n"
-        "                      option or list several shapes after it (at most 16)\n"
+        "                      option or list several shapes after it (at most 16\n"
+        "                      inputs of at most 1000000 elements each)\n"
         "  --seed N            seed of the random inputs (default 1)\n"
-        "  --range LOW,HIGH    the inputs are uniform in [LOW, HIGH) (default -1,1)\n"
+        "  --range LOW,HIGH    the inputs are uniform in [LOW, HIGH) (default -1,1);\n"
+        "                      LOW, HIGH and HIGH - LOW must be finite\n"
         "  --eps H             finite-difference step (default 1e-6)\n"
         "  --atol A            absolute tolerance (default 1e-5)\n"
         "  --rtol R            relative tolerance (default 1e-3); an element passes\n"
@@ -56,6 +62,11 @@ void print_check_help(FILE *out)
 
 /* Maximum number of inputs of a checked function. */
 #define MAX_CHECK_INPUTS 16
+
+/* Maximum number of elements of one input. The full-Jacobian check costs a
+ * backward pass per output element and two evaluations per input element,
+ * so a larger input would run for hours, or fail to allocate, unannounced. */
+#define MAX_CHECK_ELEMENTS 1000000
 
 typedef struct check_request {
     const char *library;
@@ -98,6 +109,18 @@ static int add_shape(check_request *request, const char *text)
         cli_error("%s", message);
         return -1;
     }
+
+    /* Stop multiplying once past the limit, so the product cannot overflow. */
+    unsigned long long numel = 1;
+    for (int d = 0; d < request->ndims[k] && numel <= MAX_CHECK_ELEMENTS; d++)
+        numel *= request->shapes[k][d];
+    if (numel > MAX_CHECK_ELEMENTS) {
+        cli_error("input %d of shape %s has more than %d elements, the limit per input: "
+                  "the check costs two evaluations of the function per input element "
+                  "and one backward pass per output element; check a smaller shape",
+                  k, text, MAX_CHECK_ELEMENTS);
+        return -1;
+    }
     request->n_inputs++;
     return 0;
 }
@@ -111,14 +134,17 @@ static int parse_range(const char *text, double *low, double *high)
         const char *second_text = end + 1;
         double second = strtod(second_text, &end);
 
-        if (end != second_text && *end == '\0' && first < second) {
+        /* HIGH - LOW must be finite too: the uniform draw scales by it, so
+         * -1e308,1e308 would make infinities and NaNs. */
+        if (end != second_text && *end == '\0' && first < second &&
+            isfinite(second - first)) {
             *low = first;
             *high = second;
             return 0;
         }
     }
-    cli_error("invalid value '%s' for --range: expected LOW,HIGH with LOW < HIGH, such "
-              "as -1,1", text);
+    cli_error("invalid value '%s' for --range: expected LOW,HIGH with LOW < HIGH and "
+              "finite HIGH - LOW, such as -1,1", text);
     return -1;
 }
 

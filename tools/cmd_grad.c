@@ -22,14 +22,15 @@ void print_grad_help(FILE *out)
         "                      (default f64)\n"
         "  --format text|json  output format (default text); json prints one object:\n"
         "                      {\"value\": ..., \"grad\": {NAME: ... or null},\n"
-        "                      \"check\": ..., \"check2\": ..., \"records\": ...,\n"
-        "                      \"taylor\": ...}\n"
+        "                      \"labels_held_constant\": [NAME...], \"check\": ...,\n"
+        "                      \"check2\": ..., \"records\": ..., \"taylor\": ...}\n"
         "  --check             compare the gradient with central finite differences\n"
         "                      (ag_gradcheck) for every bound name, holding the labels\n"
-        "                      of cross_entropy constant; exit status 1 when they\n"
-        "                      disagree, and then --check-records names the first\n"
-        "                      wrong record. Elements at a kink (relu or abs at 0,\n"
-        "                      tied maxima, clamp at a bound) are reported and left\n"
+        "                      of cross_entropy constant (every check does, and moves\n"
+        "                      a name also used elsewhere only there); exit status 1\n"
+        "                      when they disagree, and then --check-records names the\n"
+        "                      first wrong record. Elements at a kink (relu or abs at\n"
+        "                      0, tied maxima, clamp at a bound) are reported and left\n"
         "                      out of the verdict\n"
         "  --check-records     check each record's backward rule on its own against\n"
         "                      central differences of its op (ag_check_records) and\n"
@@ -105,10 +106,11 @@ void print_grad_help(FILE *out)
         "\n"
         "Exit status: 0 on success, 1 when --check, --check2, --check-records or\n"
         "--taylor fails, 2 on invalid options, bindings or expressions, on --check,\n"
-        "--check2 or --taylor of a value with\n"
-        "more than one element, and on errors the library reports (such as\n"
-        "mismatched shapes, or an op without a differentiable backward rule under\n"
-        "--check2).\n",
+        "--check2 or --taylor of a value with more than one element, on a check\n"
+        "that cannot run (the value is not finite at or within --eps of the\n"
+        "bindings, or --eps does not change them), and on errors the library\n"
+        "reports (such as mismatched shapes, or an op without a differentiable\n"
+        "backward rule under --check2).\n",
         out);
 }
 
@@ -132,6 +134,11 @@ typedef struct grad_result {
     ag_tensor **values; /* one per binding */
     bool *used;
     bool *differentiable;
+    /* Names used as the labels of cross_entropy and elsewhere too. Their
+     * labels are a constant copy of the bound value, so a check that moves
+     * the name leaves the labels at integer class indices. */
+    bool *held_constant;
+    bool any_held_constant;
     ag_tensor *output;
     bool has_gradients;
     bool checked;
@@ -223,19 +230,65 @@ static void free_request(grad_request *request)
 typedef struct check_job {
     const expr_tree *tree;
     ag_dtype dtype;
+    const grad_request *request;
+    const grad_result *result;
 } check_job;
+
+/* Makes, on the tape, a constant tensor of the bound value of each name in
+ * result->held_constant, for the labels of cross_entropy to use; the other
+ * entries are NULL. Returns NULL when no name is held constant, or with an
+ * error in ag_error() when the tensors cannot be made. */
+static ag_tensor **make_constant_labels(const grad_request *request,
+                                        const grad_result *result, ag_tape *tape,
+                                        ag_dtype dtype, bool *failed)
+{
+    int n = request->args.n_bindings;
+
+    *failed = false;
+    if (!result->any_held_constant)
+        return NULL;
+    ag_tensor **labels = ag_tape_alloc(tape, (size_t)n * sizeof *labels);
+    if (labels == NULL) {
+        *failed = true;
+        return NULL;
+    }
+    for (int k = 0; k < n; k++) {
+        const binding *b = &request->args.bindings[k];
+
+        labels[k] = NULL;
+        if (!result->held_constant[k])
+            continue;
+        /* An empty list has no data, but the library wants a pointer. */
+        static const double no_elements[1];
+        const double *data = b->numel > 0 ? b->data : no_elements;
+
+        labels[k] = ag_tensor_from_doubles(tape, dtype, b->ndim, b->shape, data);
+        if (labels[k] == NULL) {
+            *failed = true;
+            return NULL;
+        }
+        ag_tensor_set_name(labels[k], b->name);
+    }
+    return labels;
+}
 
 /* The expression as an ag_function: inputs are the bound names in order. */
 static ag_tensor *evaluate_for_check(ag_tape *tape, ag_tensor *const *inputs, int n_inputs,
                                      void *user)
 {
     const check_job *job = user;
+    ag_dtype dtype = n_inputs > 0 ? ag_tensor_dtype(inputs[0]) : job->dtype;
+    bool failed;
     expr_context context = {
         .tape = tape,
-        .dtype = n_inputs > 0 ? ag_tensor_dtype(inputs[0]) : job->dtype,
+        .dtype = dtype,
         .values = inputs,
+        .label_values = make_constant_labels(job->request, job->result, tape, dtype,
+                                             &failed),
     };
 
+    if (failed)
+        return NULL;
     return expr_eval(job->tree, &context);
 }
 
@@ -276,7 +329,8 @@ static int run_check(const grad_request *request, const expr_tree *tree,
     if (make_inputs(request, result, NULL, inputs) != 0) {
         cli_error("%s", ag_error());
     } else {
-        check_job job = {.tree = tree, .dtype = request->dtype};
+        check_job job = {.tree = tree, .dtype = request->dtype, .request = request,
+                         .result = result};
 
         status = ag_gradcheck(evaluate_for_check, &job, n, inputs, &request->tolerances,
                               &result->check);
@@ -309,7 +363,8 @@ static int run_check2(const grad_request *request, const expr_tree *tree,
     if (make_inputs(request, result, NULL, inputs) != 0) {
         cli_error("%s", ag_error());
     } else {
-        check_job job = {.tree = tree, .dtype = request->dtype};
+        check_job job = {.tree = tree, .dtype = request->dtype, .request = request,
+                         .result = result};
 
         status = ag_gradgradcheck(evaluate_for_check, &job, n, inputs,
                                   &request->tolerances, &result->check2);
@@ -351,7 +406,8 @@ static int run_taylor(const grad_request *request, const expr_tree *tree,
     if (make_inputs(request, result, NULL, inputs) != 0) {
         cli_error("%s", ag_error());
     } else {
-        check_job job = {.tree = tree, .dtype = request->dtype};
+        check_job job = {.tree = tree, .dtype = request->dtype, .request = request,
+                         .result = result};
         ag_rng rng = ag_rng_new(TAYLOR_SEED);
 
         status = ag_taylor_test(evaluate_for_check, &job, n, inputs, &rng, &result->taylor);
@@ -388,26 +444,36 @@ static int compute(const grad_request *request, const expr_tree *tree, grad_resu
     result->values = calloc(count, sizeof *result->values);
     result->used = calloc(count, sizeof *result->used);
     result->differentiable = calloc(count, sizeof *result->differentiable);
+    result->held_constant = calloc(count, sizeof *result->held_constant);
     result->tape = ag_tape_new();
     if (result->values == NULL || result->used == NULL || result->differentiable == NULL ||
-        result->tape == NULL) {
+        result->held_constant == NULL || result->tape == NULL) {
         cli_error("out of memory");
         return -1;
     }
     expr_find_uses(tree, n, result->used, result->differentiable);
+    expr_find_label_uses(tree, n, result->held_constant);
+    for (int k = 0; k < n; k++) {
+        result->held_constant[k] = result->held_constant[k] && result->differentiable[k];
+        result->any_held_constant = result->any_held_constant || result->held_constant[k];
+    }
     ag_tape_set_anomaly_mode(result->tape, request->anomaly);
 
-    if (make_inputs(request, result, result->tape, result->values) != 0) {
+    bool failed;
+    ag_tensor **labels = make_constant_labels(request, result, result->tape,
+                                              request->dtype, &failed);
+    if (failed || make_inputs(request, result, result->tape, result->values) != 0) {
         cli_error("%s", ag_error());
         return -1;
     }
 
+    /* The labels are constant on this tape too, so the record check does
+     * not move them. */
     expr_context context = {.tape = result->tape, .dtype = request->dtype,
-                            .values = result->values};
+                            .values = result->values, .label_values = labels};
     result->output = expr_eval(tree, &context);
     if (result->output == NULL) {
-        cli_error("%s", ag_error() != NULL ? ag_error() : "evaluation failed");
-        cli_show_column(request->args.expression, context.error_column);
+        cli_report_eval_error(request->args.expression, context.error_column);
         return -1;
     }
 
@@ -460,6 +526,7 @@ static void free_result(grad_result *result)
     free(result->values);
     free(result->used);
     free(result->differentiable);
+    free(result->held_constant);
 }
 
 /* ---- output ---------------------------------------------------------------- */
@@ -560,6 +627,27 @@ static void gradient_label(char *buf, size_t size, const grad_request *request,
     }
 }
 
+/* Returns whether a check ran that evaluates the expression again. */
+static bool any_check(const grad_result *result)
+{
+    return result->checked || result->checked2 || result->records_checked ||
+           result->taylor_done;
+}
+
+/* Writes "c, d": the names whose labels the checks hold constant. */
+static void print_held_constant_text(FILE *out, const grad_request *request,
+                                     const grad_result *result)
+{
+    bool first = true;
+
+    for (int k = 0; k < request->args.n_bindings; k++) {
+        if (!result->held_constant[k])
+            continue;
+        fprintf(out, "%s%s", first ? "" : ", ", request->args.bindings[k].name);
+        first = false;
+    }
+}
+
 static void print_text(FILE *out, const grad_request *request, const grad_result *result)
 {
     print_labelled_text(out, "value", result->output);
@@ -581,6 +669,12 @@ static void print_text(FILE *out, const grad_request *request, const grad_result
         }
     }
 
+    if (result->any_held_constant && any_check(result)) {
+        fputs("labels held constant: the checks keep the labels of cross_entropy at the "
+              "bound value of ", out);
+        print_held_constant_text(out, request, result);
+        fputs(" and move the name only where it is used elsewhere\n", out);
+    }
     if (result->checked)
         cli_print_check_text(out, &result->check, &request->tolerances,
                              worst_name(request, result), worst_input(request, result),
@@ -624,6 +718,19 @@ static void print_json(FILE *out, const grad_request *request, const grad_result
         fputs(request->args.n_bindings > 0 ? "\n  }" : "}", out);
     }
 
+    if (result->any_held_constant && any_check(result)) {
+        bool first = true;
+
+        fputs(",\n  \"labels_held_constant\": [", out);
+        for (int k = 0; k < request->args.n_bindings; k++) {
+            if (!result->held_constant[k])
+                continue;
+            fputs(first ? "" : ", ", out);
+            print_json_string(out, request->args.bindings[k].name);
+            first = false;
+        }
+        fputs("]", out);
+    }
     if (result->checked) {
         fputs(",\n  \"check\": ", out);
         cli_print_check_json(out, &result->check, &request->tolerances,

@@ -202,8 +202,7 @@ static int compute(const hessian_request *request, const expr_tree *tree,
                             .values = result->values};
     result->output = expr_eval(tree, &context);
     if (result->output == NULL) {
-        cli_error("%s", ag_error() != NULL ? ag_error() : "evaluation failed");
-        cli_show_column(request->args.expression, context.error_column);
+        cli_report_eval_error(request->args.expression, context.error_column);
         return -1;
     }
     if (ag_tensor_numel(result->output) != 1) {

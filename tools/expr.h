@@ -112,11 +112,19 @@ double expr_constant_value(const expr_node *node);
 void expr_find_uses(const expr_tree *tree, int n_names, bool *used,
                     bool *differentiable);
 
+/* Marks in labels[i] whether bound name i appears as the class labels of
+ * cross_entropy. */
+void expr_find_label_uses(const expr_tree *tree, int n_names, bool *labels);
+
 /* Inputs of an evaluation. */
 typedef struct expr_context {
     ag_tape *tape;
     ag_dtype dtype;              /* dtype of constants */
     ag_tensor *const *values;    /* tensor of each bound name */
+    /* Tensor of each bound name where it is the labels of cross_entropy, or
+     * NULL to use values there too. A NULL array uses values everywhere. */
+    ag_tensor *const *label_values;
+    bool in_labels;              /* set while the labels are evaluated */
     int error_column;            /* set to the failing node's column */
 } expr_context;
 

@@ -135,7 +135,11 @@ static ag_tensor *eval_call(const expr_node *node, expr_context *ctx)
     if (node->n_args == 1)
         return eval_unary_function(node->function, tape, x);
 
+    /* The labels of cross_entropy may come from label_values. */
+    bool was_in_labels = ctx->in_labels;
+    ctx->in_labels = was_in_labels || node->function == FN_CROSS_ENTROPY;
     ag_tensor *y = eval_node(node->args[1], ctx);
+    ctx->in_labels = was_in_labels;
     if (y == NULL)
         return NULL;
     switch (node->function) {
@@ -150,6 +154,13 @@ static ag_tensor *eval_call(const expr_node *node, expr_context *ctx)
     }
 }
 
+static ag_tensor *name_value(const expr_context *ctx, int binding)
+{
+    if (ctx->in_labels && ctx->label_values != NULL && ctx->label_values[binding] != NULL)
+        return ctx->label_values[binding];
+    return ctx->values[binding];
+}
+
 static ag_tensor *eval_node(const expr_node *node, expr_context *ctx)
 {
     ag_tensor *result;
@@ -157,7 +168,7 @@ static ag_tensor *eval_node(const expr_node *node, expr_context *ctx)
     if (expr_is_constant(node))
         result = constant(ctx, expr_constant_value(node));
     else if (node->kind == EXPR_NAME)
-        return ctx->values[node->binding];
+        return name_value(ctx, node->binding);
     else if (node->kind == EXPR_NEGATE)
         result = ag_neg(ctx->tape, eval_node(node->args[0], ctx));
     else if (node->kind == EXPR_BINARY)
@@ -174,5 +185,6 @@ static ag_tensor *eval_node(const expr_node *node, expr_context *ctx)
 ag_tensor *expr_eval(const expr_tree *tree, expr_context *ctx)
 {
     ctx->error_column = -1;
+    ctx->in_labels = false;
     return eval_node(tree->root, ctx);
 }

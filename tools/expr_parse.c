@@ -604,3 +604,25 @@ void expr_find_uses(const expr_tree *tree, int n_names, bool *used, bool *differ
     }
     mark_uses(tree->root, false, used, differentiable);
 }
+
+static void mark_label_uses(const expr_node *node, bool in_labels, bool *labels)
+{
+    if (node->kind == EXPR_NAME) {
+        if (in_labels)
+            labels[node->binding] = true;
+        return;
+    }
+    for (int i = 0; i < node->n_args; i++) {
+        bool is_labels = node->kind == EXPR_CALL && node->function == FN_CROSS_ENTROPY &&
+                         i == 1;
+
+        mark_label_uses(node->args[i], in_labels || is_labels, labels);
+    }
+}
+
+void expr_find_label_uses(const expr_tree *tree, int n_names, bool *labels)
+{
+    for (int i = 0; i < n_names; i++)
+        labels[i] = false;
+    mark_label_uses(tree->root, false, labels);
+}

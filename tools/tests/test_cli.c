@@ -879,6 +879,90 @@ START_TEST(check_holds_labels_constant)
 }
 END_TEST
 
+START_TEST(check_labels_also_used_elsewhere)
+{
+    /* c is the labels and a variable: the checks move c in sum(c*c) only,
+     * so the labels stay the integer class 1 and every check runs. */
+    run_result r = RUN("grad", "--check", "--check2", "--check-records", "--taylor",
+                       "cross_entropy(z,c) + sum(c*c)", "z=[[1,2,3]]", "c=[1]");
+
+    ck_assert_msg(r.status == 0, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "d/dc (1): 2\n"));
+    ck_assert_ptr_nonnull(strstr(r.out, "labels held constant: the checks keep the labels "
+                                        "of cross_entropy at the bound value of c"));
+    ck_assert_ptr_nonnull(strstr(r.out, "gradient check: passed (4 partial derivatives"));
+    ck_assert_ptr_nonnull(strstr(r.out, "second-order check: passed"));
+    ck_assert_ptr_nonnull(strstr(r.out, "record check: passed"));
+    ck_assert_ptr_nonnull(strstr(r.out, "taylor test: passed"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(check_labels_held_constant_json)
+{
+    run_result r = RUN("grad", "--format", "json", "--check",
+                       "cross_entropy(z,c) + sum(c*c)", "z=[[1,2,3]]", "c=[1]");
+    ck_assert_msg(r.status == 0, "exit status %d: %s", r.status, r.err);
+    json_value *doc = parse_output(&r);
+    const json_value *held = json_get(doc, "labels_held_constant");
+
+    ck_assert_ptr_nonnull(held);
+    ck_assert_int_eq(held->type, JSON_ARRAY);
+    ck_assert_uint_eq(held->count, 1);
+    ck_assert_str_eq(json_at(held, 0)->string, "c");
+    ck_assert(json_get(json_get(doc, "check"), "passed")->boolean);
+    json_free(doc);
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(check_nan_value_could_not_run)
+{
+    /* sum's gradient is right; a NaN value must not make it fail. */
+    run_result r = RUN("grad", "--check", "sum(x)", "x=[1,nan]");
+
+    ck_assert_msg(r.status == 2, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(strstr(r.err, "f(x) is nan at output element 0"));
+    ck_assert_ptr_null(strstr(r.out, "FAILED"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(records_nan_value_could_not_run)
+{
+    run_result r = RUN("grad", "--check-records", "sum(x)", "x=[1,nan]");
+
+    ck_assert_msg(r.status == 2, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(strstr(r.err, "record 0 (sum): non-finite output"));
+    ck_assert_ptr_null(strstr(r.out, "FAILED"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(check_eps_too_small)
+{
+    run_result r = RUN("grad", "--check", "--eps", "1e-300", "sum(x)", "x=[1,2]");
+
+    ck_assert_msg(r.status == 2, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(strstr(r.err, "the step 1e-300 does not move input 0 \"x\" "
+                                        "element 0"));
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(records_text_one_record)
+{
+    /* Without tolerance, rounding fails the single record. */
+    run_result r = RUN("grad", "--check-records", "--atol", "0", "--rtol", "0", "exp(x)",
+                       "x=0.7");
+
+    ck_assert_msg(r.status == 1, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "record check: FAILED at record #0 exp (1 of 1 "
+                                        "record wrong)"));
+    run_free(&r);
+}
+END_TEST
+
 /* ================================================================================ */
 /* The lecture's network                                                              */
 /* ================================================================================ */
@@ -1044,6 +1128,17 @@ START_TEST(error_shape_mismatch)
     assert_usage_error(&r, "(2x2)");
     /* The caret sits under the '@'. */
     assert_usage_error(&r, "  sum(x @ W)\n        ^\n");
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(error_matmul_vector_hint)
+{
+    run_result r = RUN("grad", "sum(x @ y)", "x=[1,2]", "y=[3,4]");
+
+    assert_usage_error(&r, "ag_matmul: operands must be 2-D");
+    assert_usage_error(&r, "hint: expressions cannot reshape, so bind matrices: a row as "
+                           "x=[[1,2]] and a column as y=[[3],[4]]");
     run_free(&r);
 }
 END_TEST
@@ -1377,6 +1472,39 @@ START_TEST(plugin_bad_shape)
 }
 END_TEST
 
+START_TEST(plugin_range_overflow)
+{
+    /* HIGH - LOW is inf, which would make the inputs inf and NaN. */
+    run_result r = RUN("check", env("PLUGIN_GOOD"), "good_function", "--input", "3", "3",
+                       "--range", "-1e308,1e308");
+
+    assert_usage_error(&r, "invalid value '-1e308,1e308' for --range");
+    assert_usage_error(&r, "finite HIGH - LOW");
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(plugin_input_too_large)
+{
+    run_result r = RUN("check", env("PLUGIN_GOOD"), "good_function", "--input", "2147483648",
+                       "3");
+
+    assert_usage_error(&r, "input 0 of shape 2147483648 has more than 1000000 elements");
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(plugin_input_at_limit_parses)
+{
+    /* 1000x1000 is at the limit, so only the function's own check stops it:
+     * good_function needs two inputs of one shape. */
+    run_result r = RUN("check", env("PLUGIN_GOOD"), "good_function", "--input", "1000x1000");
+
+    assert_usage_error(&r, "expected 2 inputs");
+    run_free(&r);
+}
+END_TEST
+
 /* ================================================================================ */
 
 static Suite *make_suite(const char *name, const TTest *const *tests, size_t n_tests)
@@ -1415,6 +1543,11 @@ int main(void)
     srunner_add_suite(runner, SUITE("check", check_text_golden, check_json_passes,
                                     check_kink_json, check_kink_text, check_no_kink_json,
                                     check_fails_text, check_holds_labels_constant,
+                                    check_labels_also_used_elsewhere,
+                                    check_labels_held_constant_json,
+                                    check_nan_value_could_not_run,
+                                    records_nan_value_could_not_run, check_eps_too_small,
+                                    records_text_one_record,
                                     records_text_counts, records_pass_losses,
                                     records_json_kinks,
                                     records_text_kink, taylor_json_closed_form,
@@ -1423,6 +1556,7 @@ int main(void)
                                     lecture_relu_trace_golden, lecture_vector_layer));
     srunner_add_suite(runner, SUITE("errors", error_syntax_caret, error_unknown_function,
                                     error_unknown_name, error_shape_mismatch,
+                                    error_matmul_vector_hint,
                                     error_check_needs_one_element,
                                     error_taylor_needs_one_element, error_ragged_binding,
                                     error_binding_without_value, error_invalid_number,
@@ -1437,7 +1571,9 @@ int main(void)
                                     plugin_wrong_taylor_order_one,
                                     plugin_good_taylor_order_two, plugin_missing_library,
                                     plugin_missing_symbol, plugin_function_fails,
-                                    plugin_missing_input, plugin_bad_shape));
+                                    plugin_missing_input, plugin_bad_shape,
+                                    plugin_range_overflow, plugin_input_too_large,
+                                    plugin_input_at_limit_parses));
 
     /* CK_RUN_SUITE picks one suite; meson runs each as its own test. */
     srunner_run_all(runner, CK_NORMAL);

@@ -802,6 +802,31 @@ START_TEST(check2_cannot_run)
 }
 END_TEST
 
+START_TEST(check2_nan_value_could_not_run)
+{
+    /* The rules of sum(x*x) are right; a NaN in x must not blame them. */
+    run_result r = RUN("grad", "--check2", "sum(x*x)", "x=[1,nan]");
+
+    ck_assert_msg(r.status == 2, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(strstr(r.err, "f(x) is nan at output element 0"));
+    ck_assert_ptr_null(strstr(r.err, "wrong value"));
+    ck_assert_str_eq(r.out, "");
+    run_free(&r);
+}
+END_TEST
+
+START_TEST(check2_labels_also_used_elsewhere)
+{
+    run_result r = RUN("grad", "--check2", "cross_entropy(z,c) + sum(c*c)", "z=[[1,2,3]]",
+                       "c=[1]");
+
+    ck_assert_msg(r.status == 0, "exit status %d: %s%s", r.status, r.out, r.err);
+    ck_assert_ptr_nonnull(strstr(r.out, "second-order check: passed"));
+    ck_assert_ptr_nonnull(strstr(r.out, "labels held constant"));
+    run_free(&r);
+}
+END_TEST
+
 START_TEST(check2_needs_one_element)
 {
     run_result r = RUN("grad", "--check2", "x * 2", "x=[1,2]");
@@ -988,7 +1013,9 @@ int main(void)
     srunner_add_suite(runner, SUITE("check2", check2_json_passes, check2_with_check,
                                     check2_text_passes, check2_losses_pass,
                                     check2_fails_large_step, check2_fails_text,
-                                    check2_cannot_run, check2_needs_one_element));
+                                    check2_cannot_run, check2_nan_value_could_not_run,
+                                    check2_labels_also_used_elsewhere,
+                                    check2_needs_one_element));
     srunner_add_suite(runner, SUITE("hessian_errors", error_vector_value, error_syntax_caret,
                                     error_shape_mismatch, error_unknown_name,
                                     error_bad_binding, error_bound_twice, error_bad_label,
