@@ -603,8 +603,9 @@ ag_gradcheck_options ag_gradcheck_defaults(void);
  *
  * The inputs are not modified. Returns 0 when the check ran (see
  * result->passed), -1 with an error when f failed, the inputs are invalid,
- * no input requires a gradient, or the output or every checked input is
- * empty (nothing to compare). */
+ * no input requires a gradient, the output or every checked input is empty
+ * (nothing to compare), f is not finite at or within eps of the inputs, or
+ * eps is too small to move an element. */
 int ag_gradcheck(ag_function f, void *user, int n_inputs,
                  ag_tensor *const *inputs, const ag_gradcheck_options *options,
                  ag_gradcheck_result *result);
