@@ -233,8 +233,8 @@ ag_tensor *ag_detach(ag_tape *tape, ag_tensor *t)
 
 /* ---- access --------------------------------------------------------------- */
 
-/* A NULL tensor is usually an earlier failure, whose message stays; without
- * one, the accessor says that it was given NULL. Returns false for NULL. */
+/* Returns false for NULL. A NULL tensor is usually an earlier failure, whose
+ * message stays; when no message is set, this sets one naming `who`. */
 static bool tensor_present(const ag_tensor *t, const char *who)
 {
     if (t != NULL)
