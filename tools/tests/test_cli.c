@@ -26,103 +26,10 @@
 #include <unistd.h>
 
 #include "json.h"
-
-#define MAX_ARGS 32
+#include "run_program.h"
 
 /* f64 results agree with the closed forms to about this relative error. */
 #define TOLERANCE 1e-12
-
-/* ---- running the program ---------------------------------------------------- */
-
-typedef struct run_result {
-    int status; /* exit status, or -1 when the program did not exit normally */
-    char *out;
-    char *err;
-} run_result;
-
-static const char *env(const char *name)
-{
-    const char *value = getenv(name);
-
-    ck_assert_msg(value != NULL, "environment variable %s is not set; run the tests "
-                  "with meson test", name);
-    return value;
-}
-
-static char *read_file(const char *path)
-{
-    FILE *file = fopen(path, "rb");
-
-    ck_assert_msg(file != NULL, "cannot open %s", path);
-    fseek(file, 0, SEEK_END);
-    long size = ftell(file);
-    fseek(file, 0, SEEK_SET);
-    char *text = malloc((size_t)size + 1);
-    ck_assert_ptr_nonnull(text);
-    size_t got = fread(text, 1, (size_t)size, file);
-    text[got] = '\0';
-    fclose(file);
-    return text;
-}
-
-static int temporary_file(char *path, size_t size, const char *tag)
-{
-    const char *dir = getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
-
-    snprintf(path, size, "%s/tapegrad-test-%s-XXXXXX", dir, tag);
-    int fd = mkstemp(path);
-    ck_assert_msg(fd >= 0, "cannot create a temporary file in %s", dir);
-    return fd;
-}
-
-/* Runs tapegrad with the arguments (a NULL-terminated list) and captures
- * its exit status, stdout and stderr. */
-static run_result run_argv(const char *const *args)
-{
-    const char *argv[MAX_ARGS + 2] = {env("TAPEGRAD")};
-    char out_path[256];
-    char err_path[256];
-    int n = 1;
-
-    for (; args[n - 1] != NULL; n++) {
-        ck_assert_int_lt(n, MAX_ARGS);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-
-    int out_fd = temporary_file(out_path, sizeof out_path, "out");
-    int err_fd = temporary_file(err_path, sizeof err_path, "err");
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        dup2(out_fd, STDOUT_FILENO);
-        dup2(err_fd, STDERR_FILENO);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-
-    int wait_status;
-    ck_assert_int_eq(waitpid(pid, &wait_status, 0), pid);
-    close(out_fd);
-    close(err_fd);
-
-    run_result result = {
-        .status = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1,
-        .out = read_file(out_path),
-        .err = read_file(err_path),
-    };
-    unlink(out_path);
-    unlink(err_path);
-    return result;
-}
-
-#define RUN(...) run_argv((const char *const[]){__VA_ARGS__, NULL})
-
-static void run_free(run_result *r)
-{
-    free(r->out);
-    free(r->err);
-}
 
 /* ---- golden files ------------------------------------------------------------- */
 
