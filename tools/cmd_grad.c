@@ -315,8 +315,18 @@ static int make_inputs(const grad_request *request, const grad_result *result,
     return 0;
 }
 
-static int run_check(const grad_request *request, const expr_tree *tree,
-                     grad_result *result)
+/* The checks that evaluate the whole expression as a function. */
+typedef enum function_check {
+    FIRST_ORDER_CHECK,  /* --check: ag_gradcheck */
+    SECOND_ORDER_CHECK, /* --check2: ag_gradgradcheck */
+    TAYLOR_TEST,        /* --taylor: ag_taylor_test */
+} function_check;
+
+/* Runs one check of the expression on heap copies of the bound values. A -1
+ * from the library (such as an op without a differentiable backward rule,
+ * or a non-finite value) is an error, not a failed check. */
+static int run_function_check(const grad_request *request, const expr_tree *tree,
+                              grad_result *result, function_check kind)
 {
     int n = request->args.n_bindings;
     ag_tensor **inputs = calloc((size_t)(n > 0 ? n : 1), sizeof *inputs);
@@ -331,47 +341,33 @@ static int run_check(const grad_request *request, const expr_tree *tree,
     } else {
         check_job job = {.tree = tree, .dtype = request->dtype, .request = request,
                          .result = result};
+        const char *what = NULL;
 
-        status = ag_gradcheck(evaluate_for_check, &job, n, inputs, &request->tolerances,
-                              &result->check);
+        switch (kind) {
+        case FIRST_ORDER_CHECK:
+            what = "the gradient check";
+            status = ag_gradcheck(evaluate_for_check, &job, n, inputs,
+                                  &request->tolerances, &result->check);
+            result->checked = status == 0;
+            break;
+        case SECOND_ORDER_CHECK:
+            what = "the second-order check";
+            status = ag_gradgradcheck(evaluate_for_check, &job, n, inputs,
+                                      &request->tolerances, &result->check2);
+            result->checked2 = status == 0;
+            break;
+        case TAYLOR_TEST: {
+            ag_rng rng = ag_rng_new(TAYLOR_SEED);
+
+            what = "the Taylor test";
+            status = ag_taylor_test(evaluate_for_check, &job, n, inputs, &rng,
+                                    &result->taylor);
+            result->taylor_done = status == 0;
+            break;
+        }
+        }
         if (status != 0)
-            cli_error("the gradient check could not run: %s", ag_error());
-        else
-            result->checked = true;
-    }
-
-    for (int k = 0; k < n; k++)
-        ag_tensor_free(inputs[k]);
-    free(inputs);
-    return status;
-}
-
-/* The second-order check, on heap inputs as run_check makes them. A -1 from
- * ag_gradgradcheck (such as an op without a differentiable backward rule)
- * is an error, not a failed check. */
-static int run_check2(const grad_request *request, const expr_tree *tree,
-                      grad_result *result)
-{
-    int n = request->args.n_bindings;
-    ag_tensor **inputs = calloc((size_t)(n > 0 ? n : 1), sizeof *inputs);
-    int status = -1;
-
-    if (inputs == NULL) {
-        cli_error("out of memory");
-        return -1;
-    }
-    if (make_inputs(request, result, NULL, inputs) != 0) {
-        cli_error("%s", ag_error());
-    } else {
-        check_job job = {.tree = tree, .dtype = request->dtype, .request = request,
-                         .result = result};
-
-        status = ag_gradgradcheck(evaluate_for_check, &job, n, inputs,
-                                  &request->tolerances, &result->check2);
-        if (status != 0)
-            cli_error("the second-order check could not run: %s", ag_error());
-        else
-            result->checked2 = true;
+            cli_error("%s could not run: %s", what, ag_error());
     }
 
     for (int k = 0; k < n; k++)
@@ -389,38 +385,6 @@ static int run_record_check(const grad_request *request, grad_result *result)
     }
     result->records_checked = true;
     return 0;
-}
-
-/* The Taylor test, on heap inputs as run_check makes them. */
-static int run_taylor(const grad_request *request, const expr_tree *tree,
-                      grad_result *result)
-{
-    int n = request->args.n_bindings;
-    ag_tensor **inputs = calloc((size_t)(n > 0 ? n : 1), sizeof *inputs);
-    int status = -1;
-
-    if (inputs == NULL) {
-        cli_error("out of memory");
-        return -1;
-    }
-    if (make_inputs(request, result, NULL, inputs) != 0) {
-        cli_error("%s", ag_error());
-    } else {
-        check_job job = {.tree = tree, .dtype = request->dtype, .request = request,
-                         .result = result};
-        ag_rng rng = ag_rng_new(TAYLOR_SEED);
-
-        status = ag_taylor_test(evaluate_for_check, &job, n, inputs, &rng, &result->taylor);
-        if (status != 0)
-            cli_error("the Taylor test could not run: %s", ag_error());
-        else
-            result->taylor_done = true;
-    }
-
-    for (int k = 0; k < n; k++)
-        ag_tensor_free(inputs[k]);
-    free(inputs);
-    return status;
 }
 
 /* Rejects an option that needs a one-element value on a larger one. */
@@ -506,16 +470,17 @@ static int compute(const grad_request *request, const expr_tree *tree, grad_resu
         return -1;
     }
 
-    if (request->check && run_check(request, tree, result) != 0)
+    if (request->check && run_function_check(request, tree, result, FIRST_ORDER_CHECK) != 0)
         return -1;
-    if (request->check2 && run_check2(request, tree, result) != 0)
+    if (request->check2 &&
+        run_function_check(request, tree, result, SECOND_ORDER_CHECK) != 0)
         return -1;
 
     /* A failed check names the first wrong record even without the option. */
     bool check_failed = result->checked && !result->check.passed;
     if ((request->check_records || check_failed) && run_record_check(request, result) != 0)
         return -1;
-    if (request->taylor && run_taylor(request, tree, result) != 0)
+    if (request->taylor && run_function_check(request, tree, result, TAYLOR_TEST) != 0)
         return -1;
     return 0;
 }
