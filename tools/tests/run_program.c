@@ -90,3 +90,21 @@ void run_free(run_result *r)
     free(r->out);
     free(r->err);
 }
+
+void assert_usage_error(run_result *r, const char *fragment)
+{
+    ck_assert_msg(r->status == 2, "exit status %d, expected 2; stderr: %s", r->status,
+                  r->err);
+    ck_assert_msg(strstr(r->err, fragment) != NULL, "stderr does not mention \"%s\": %s",
+                  fragment, r->err);
+    ck_assert_str_eq(r->out, "");
+}
+
+json_value *parse_output(const run_result *r)
+{
+    char error[256];
+    json_value *doc = json_parse(r->out, error, sizeof error);
+
+    ck_assert_msg(doc != NULL, "%s in:\n%s", error, r->out);
+    return doc;
+}

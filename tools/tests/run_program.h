@@ -1,8 +1,12 @@
-/* Runs the tapegrad program as a child process for the CLI tests. */
+/* Runs the tapegrad program as a child process for the CLI tests, and the
+ * assertions those tests share. */
 #ifndef TAPEGRAD_TOOLS_TESTS_RUN_PROGRAM_H
 #define TAPEGRAD_TOOLS_TESTS_RUN_PROGRAM_H
 
+#include <math.h>
 #include <stddef.h>
+
+#include "json.h"
 
 /* Most arguments one run takes. */
 #define MAX_ARGS 32
@@ -33,5 +37,28 @@ run_result run_argv(const char *const *args);
 
 /* Frees the captured output. */
 void run_free(run_result *r);
+
+/* Asserts that the run failed with exit status 2, printed nothing on stdout
+ * and mentioned `fragment` on stderr. */
+void assert_usage_error(run_result *r, const char *fragment);
+
+/* Parses the run's stdout as JSON; fails the test when it is not JSON. The
+ * caller frees the result with json_free. */
+json_value *parse_output(const run_result *r);
+
+/* f64 results agree with the closed forms to about this relative error. */
+#define TOLERANCE 1e-12
+
+/* Asserts |actual - expected| <= TOLERANCE * max(1, |expected|), naming
+ * `quantity` on failure. */
+#define ck_assert_near(actual, expected, quantity)                                \
+    do {                                                                          \
+        double near_a_ = (actual);                                                \
+        double near_e_ = (expected);                                              \
+        double near_s_ = fabs(near_e_) > 1.0 ? fabs(near_e_) : 1.0;              \
+        ck_assert_msg(fabs(near_a_ - near_e_) <= TOLERANCE * near_s_,            \
+                      "%s: got %.17g, expected %.17g", (quantity), near_a_,       \
+                      near_e_);                                                   \
+    } while (0)
 
 #endif

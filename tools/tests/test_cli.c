@@ -28,9 +28,6 @@
 #include "json.h"
 #include "run_program.h"
 
-/* f64 results agree with the closed forms to about this relative error. */
-#define TOLERANCE 1e-12
-
 /* ---- golden files ------------------------------------------------------------- */
 
 static bool is_number_char(char c)
@@ -74,15 +71,6 @@ static void assert_golden(const char *name, const char *actual)
 
 /* ---- JSON --------------------------------------------------------------------- */
 
-static json_value *parse_output(const run_result *r)
-{
-    char error[256];
-    json_value *doc = json_parse(r->out, error, sizeof error);
-
-    ck_assert_msg(doc != NULL, "%s in:\n%s", error, r->out);
-    return doc;
-}
-
 /* Returns element i of doc.grad.NAME.data (or of doc.value.data when name
  * is NULL). */
 static double data_at(const json_value *doc, const char *name, size_t i)
@@ -106,16 +94,6 @@ static size_t shape_at(const json_value *doc, const char *name, size_t d)
                   name == NULL ? "value" : name);
     return (size_t)size->number;
 }
-
-#define ck_assert_near(actual, expected, quantity)                                \
-    do {                                                                          \
-        double near_a_ = (actual);                                                \
-        double near_e_ = (expected);                                              \
-        double near_s_ = fabs(near_e_) > 1.0 ? fabs(near_e_) : 1.0;              \
-        ck_assert_msg(fabs(near_a_ - near_e_) <= TOLERANCE * near_s_,            \
-                      "%s: got %.17g, expected %.17g", (quantity), near_a_,       \
-                      near_e_);                                                   \
-    } while (0)
 
 static const char *string_at(const json_value *object, const char *key)
 {
@@ -986,15 +964,6 @@ END_TEST
 /* ================================================================================ */
 /* Errors: exit status 2 and a message that points at the cause                     */
 /* ================================================================================ */
-
-static void assert_usage_error(run_result *r, const char *fragment)
-{
-    ck_assert_msg(r->status == 2, "exit status %d, expected 2; stderr: %s", r->status,
-                  r->err);
-    ck_assert_msg(strstr(r->err, fragment) != NULL, "stderr does not mention \"%s\": %s",
-                  fragment, r->err);
-    ck_assert_str_eq(r->out, "");
-}
 
 START_TEST(error_syntax_caret)
 {

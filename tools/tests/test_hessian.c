@@ -23,9 +23,6 @@
 #include "json.h"
 #include "run_program.h"
 
-/* f64 results agree with the closed forms to about this relative error. */
-#define TOLERANCE 1e-12
-
 static void assert_golden(const char *name, const char *actual)
 {
     char path[512];
@@ -39,15 +36,6 @@ static void assert_golden(const char *name, const char *actual)
 }
 
 /* ---- JSON --------------------------------------------------------------------- */
-
-static json_value *parse_output(const run_result *r)
-{
-    char error[256];
-    json_value *doc = json_parse(r->out, error, sizeof error);
-
-    ck_assert_msg(doc != NULL, "%s in:\n%s", error, r->out);
-    return doc;
-}
 
 static double number_in(const json_value *array, size_t i, const char *what)
 {
@@ -93,16 +81,6 @@ static double value_of(const json_value *doc)
 {
     return number_in(json_get(json_get(doc, "value"), "data"), 0, "value.data");
 }
-
-#define ck_assert_near(actual, expected, quantity)                                \
-    do {                                                                          \
-        double near_a_ = (actual);                                                \
-        double near_e_ = (expected);                                              \
-        double near_s_ = fabs(near_e_) > 1.0 ? fabs(near_e_) : 1.0;              \
-        ck_assert_msg(fabs(near_a_ - near_e_) <= TOLERANCE * near_s_,            \
-                      "%s: got %.17g, expected %.17g", (quantity), near_a_,       \
-                      near_e_);                                                   \
-    } while (0)
 
 static double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 
@@ -749,15 +727,6 @@ END_TEST
 /* ================================================================================ */
 /* hessian: errors exit with status 2 and a message that points at the cause        */
 /* ================================================================================ */
-
-static void assert_usage_error(run_result *r, const char *fragment)
-{
-    ck_assert_msg(r->status == 2, "exit status %d, expected 2; stderr: %s", r->status,
-                  r->err);
-    ck_assert_msg(strstr(r->err, fragment) != NULL, "stderr does not mention \"%s\": %s",
-                  fragment, r->err);
-    ck_assert_str_eq(r->out, "");
-}
 
 START_TEST(error_vector_value)
 {
