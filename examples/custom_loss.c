@@ -9,8 +9,8 @@
  * backward rule omits the 1/N of the mean, to show what a bug looks like.
  * Last, it trains a 1-16-1 tanh network on samples of sin(x) of which a
  * tenth are outliers, once with the Huber loss and once with the mean
- * squared error, and prints both loss curves and how far each fit lies
- * from sin(x).
+ * squared error. It prints both loss curves and how far each fit lies from
+ * sin(x).
  */
 #include <getopt.h>
 #include <math.h>

@@ -11,7 +11,7 @@
  * builds df/dx with ag_grad and create_graph, so the backward pass is
  * recorded on the tape, and ag_backward of L then differentiates through it
  * to the weights. One network is trained without the penalty and one with
- * it; the penalised fit is flatter (smaller slopes) at the price of a larger
+ * it. The penalised fit is flatter (smaller slopes) at the price of a larger
  * error on the samples.
  */
 #include <getopt.h>

@@ -9,7 +9,7 @@
  *   dL/dW2 = Z1^T dL/dS2        dL/db2 = dL/dS2         dL/dZ1 = dL/dS2 W2^T
  *   and the exercise: dL/dS1 = dL/dZ1 * h'(S1), dL/dW1 = x^T dL/dS1,
  *   dL/db1 = dL/dS1.
- * With row vectors the lecture's products "dL/df Z2" become Z2^T dL/df; for a
+ * With row vectors the lecture's products "dL/df Z2" become Z2^T dL/df. For a
  * batch of rows, L sums (y - f)^2 over the rows and each bias gradient sums
  * its rows.
  */
@@ -25,7 +25,9 @@ typedef enum { H_RELU, H_SIGMOID } activation;
 
 static double h(activation act, double s)
 {
-    return act == H_RELU ? (s > 0 ? s : 0) : 1.0 / (1.0 + exp(-s));
+    if (act == H_SIGMOID)
+        return 1.0 / (1.0 + exp(-s));
+    return s > 0 ? s : 0;
 }
 
 static double h_prime(activation act, double s)
@@ -211,9 +213,9 @@ static void check_network(const network *n, activation act)
     ag_tape_free(tape);
 }
 
-/* Fills a network with deterministic values; the scalar case uses values
- * chosen so ReLU units are active (a dead unit would make half the
- * comparisons trivially zero). */
+/* Fills a network with deterministic values. The scalar case below uses
+ * values chosen so ReLU units are active, because a dead unit would make
+ * half the comparisons trivially zero. */
 static void fill_network(network *n, int rows, int n_in, int n_hidden, uint64_t seed)
 {
     ag_rng rng = ag_rng_new(seed);

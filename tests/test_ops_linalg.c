@@ -589,7 +589,7 @@ START_TEST(finite_differences)
 END_TEST
 
 /* Runs backward twice and checks that every input's gradient doubled, so no
- * backward rule overwrites an adjoint that already holds a contribution. */
+ * backward rule overwrites an adjoint that already contains a contribution. */
 static void check_accumulates(build_fn f, int n_inputs, ag_tensor *const *inputs,
                               const char *label)
 {

@@ -51,9 +51,16 @@ typedef struct taylor_run {
 static int check_arguments(ag_function f, int n_inputs, ag_tensor *const *inputs,
                            const ag_taylor_result *result)
 {
-    if (f == NULL || inputs == NULL || result == NULL) {
-        ag_set_error("ag_taylor_test: %s is NULL",
-                     f == NULL ? "the function" : inputs == NULL ? "inputs" : "result");
+    if (f == NULL) {
+        ag_set_error("ag_taylor_test: the function is NULL");
+        return -1;
+    }
+    if (inputs == NULL) {
+        ag_set_error("ag_taylor_test: inputs is NULL");
+        return -1;
+    }
+    if (result == NULL) {
+        ag_set_error("ag_taylor_test: result is NULL");
         return -1;
     }
     if (n_inputs < 1) {

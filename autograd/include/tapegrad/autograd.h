@@ -82,7 +82,7 @@ void ag_set_allocator(const ag_allocator *allocator);
 /* Allocate, resize and free heap memory through the current allocator, with
  * the contracts of malloc, realloc and free (ag_alloc(0) may return NULL).
  * Code built on the library (nn, user layers) uses these so a replaced
- * allocator sees all of the library's memory. */
+ * allocator receives all of the library's allocations. */
 void *ag_alloc(size_t size);
 void *ag_realloc(void *ptr, size_t size);
 void ag_free(void *ptr);
@@ -121,9 +121,9 @@ bool ag_tape_is_recording(const ag_tape *tape);
  * and ag_backward checks the seed and, after each record's backward rule,
  * the adjoints that rule added into, for NaN and infinity. The first
  * non-finite value stops the computation: the op returns NULL, or
- * ag_backward returns -1, with an error naming the op, its record index
- * (or the tape size for an op that is not recorded), the count of NaN and
- * inf and the first bad element, and the shape, dtype, min, max and
+ * ag_backward returns -1. The error names the op and its record index (the
+ * tape size for an op that is not recorded). It also gives the count of NaN
+ * and inf, the first bad element, and the shape, dtype, min, max and
  * non-finite count of each input. Values that are legitimately infinite
  * (log(0), the mean of an empty tensor) are reported too. The checks read
  * every element; with the mode off they cost one branch per op. A leaf
@@ -137,7 +137,7 @@ bool ag_tape_anomaly_mode(const ag_tape *tape);
 /* Returns the number of records on the tape. */
 size_t ag_tape_size(const ag_tape *tape);
 
-/* Returns the bytes of arena memory the tape holds (in use or not). */
+/* Returns the bytes of arena memory the tape has allocated (in use or not). */
 size_t ag_tape_capacity(const ag_tape *tape);
 
 /* Allocates `size` bytes, aligned to 64, from the tape's arena. The memory is
@@ -339,7 +339,7 @@ ag_tensor *ag_rand_normal(ag_tape *tape, ag_dtype dtype, int ndim,
  *
  * Non-finite values: a NaN in a max reduction makes the max NaN, and the NaN
  * elements share its gradient. A +inf in a logsumexp slice gives +inf with
- * the gradient shared by the +inf entries (PyTorch gives NaN there); a slice
+ * the gradient shared by the +inf entries, where PyTorch gives NaN. A slice
  * of all -inf gives -inf with a zero gradient. softmax and log_softmax of a
  * slice holding k +inf entries take the same limit: 1/k (log_softmax
  * -log k) on those entries and 0 (-inf) elsewhere, with the gradients of
@@ -522,13 +522,13 @@ const ag_record *ag_tape_record(const ag_tape *tape, size_t index);
 /* ------------------------------------------------------------------------ */
 
 /* Prints the tape as a table, one line per record in the order the reverse
- * sweep visits them: index, op, inputs, output shape and value (small tensors
- * in full, large ones summarised) and, after a backward pass, the output's
- * adjoint and the adjoint each input received. To show each record's own
- * share, it runs the record's backward rule again into scratch buffers with
- * recording off: values, gradients, records and the error message are left
- * unchanged, but custom backward rules run once more and may take arena
- * memory. Returns 0, or -1 with an error when writing fails. */
+ * sweep visits them. Each line shows the index, op, inputs, output shape and
+ * value (small tensors in full, large ones summarised). After a backward
+ * pass it also shows the output's adjoint and the adjoint each input
+ * received. To show each record's own share, the printer runs the record's
+ * backward rule again into scratch buffers with recording off. Values,
+ * gradients, records and the error message stay unchanged, but custom
+ * backward rules run once more and may take arena memory. Returns 0, or -1 with an error when writing fails. */
 int ag_tape_print(const ag_tape *tape, FILE *out);
 
 /* Writes the recorded graph as Graphviz DOT: one node per tensor with its
@@ -808,10 +808,10 @@ typedef struct ag_taylor_result {
  * whose r is above the rounding level, and passes when that order is within
  * [1.8, 2.2].
  *
- * Special cases pass with a note in the message: r at the rounding level
- * (or exactly 0) for every h, as for a function linear along v, and r
- * falling abruptly to that level below some h, as for a piecewise-linear f
- * (relu, abs) whose linear piece the small steps stay on. An order above
+ * Two special cases pass with a note in the message. The first is r at the
+ * rounding level (or exactly 0) for every h, as for a function linear along
+ * v. The second is r falling abruptly to that level below some h, as for a
+ * piecewise-linear f (relu, abs) whose linear piece the small steps stay on. An order above
  * 2.2 fails: the second derivative along v vanishes there, so try another
  * point or direction. Fewer than 3 steps above the rounding level fail as
  * inconclusive. At a kink of f (relu at 0, tied maxima) r is O(h) whatever

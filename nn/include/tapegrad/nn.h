@@ -50,13 +50,12 @@ void nn_params_free(nn_params *params);
 /* Adds `t` under `name` and takes ownership of it: from then on the set
  * frees it. `t` must be a heap tensor (created with a NULL tape). The tensor
  * is marked as requiring a gradient and given `name` for traces (truncated
- * there to 31 bytes). Returns 0, or -1 with an error when the name is
- * empty, longer than NN_PARAM_NAME_MAX or already used, when `t` is already
- * in the set, when `t` lives on a tape (which would free it at its next
- * reset), or when out of memory. On failure the caller keeps ownership
- * of `t`. A NULL `t` returns -1
- * and keeps the earlier message, so nn_params_add(p, "w", ag_zeros(NULL, ...))
- * reports the failed creation. */
+ * there to 31 bytes). Returns 0, or -1 with an error in these cases: the
+ * name is empty, longer than NN_PARAM_NAME_MAX or already used; `t` is
+ * already in the set; `t` lives on a tape, which would free it at its next
+ * reset; or memory runs out. On failure the caller keeps ownership of `t`.
+ * A NULL `t` returns -1 and keeps the earlier message, so
+ * nn_params_add(p, "w", ag_zeros(NULL, ...)) reports the failed creation. */
 int nn_params_add(nn_params *params, const char *name, ag_tensor *t);
 
 /* Returns the tensor stored under `name`, or NULL (without setting an
@@ -257,9 +256,9 @@ ag_tensor *nn_bce_with_logits_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *
  * taken from the max-shifted row, so logits of any size give a finite loss.
  * The gradient is (softmax(a_r) - onehot(c_r)) / B, computed by the fused op
  * "nn_softmax_cross_entropy" (registered with ag_op_register on first use);
- * labels get no gradient. A row holding +inf logits takes the limit in
- * which they grow together (PyTorch 1.13 gives NaN): its loss is log k when
- * the label is one of the k infinite logits and +inf otherwise, and its
+ * labels get no gradient. A row containing +inf logits takes the limit in
+ * which they grow together, where PyTorch 1.13 gives NaN. Its loss is log k
+ * when the label is one of the k infinite logits and +inf otherwise, and its
  * softmax is 1/k on them. A row of all -inf has no limit and gives NaN.
  * Returns NULL with an error for an empty batch (B = 0), for a label that is
  * not an integer or is out of range (naming the row and value), and when the
