@@ -403,6 +403,75 @@ START_TEST(apply_checks_its_arguments)
                              "ag_apply: op \"add_scalar\" takes 1 input, got 2");
     ck_assert_error_contains(ag_apply(tape, add_scalar, 1, NULL, 0, NULL),
                              "ag_apply: inputs is NULL");
+    ck_assert_error_contains(ag_apply(tape, add_scalar, 1, &x, 5, (double[5]){0}),
+                             "ag_apply: op \"add_scalar\" given 5 params; an op takes 0 to 4");
+    ck_assert_error_contains(ag_apply(NULL, add_scalar, 1, &x, 0, NULL),
+                             "ag_apply: tape is NULL");
+    ag_tape_free(tape);
+}
+END_TEST
+
+/* ag_apply also runs ops that were never registered, so it checks the
+ * definition itself instead of crashing on it. */
+START_TEST(apply_rejects_incomplete_op)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = ag_scalar(tape, AG_F64, 1.0);
+    ag_tensor *five[5] = {x, x, x, x, x};
+    ag_op op = *ag_op_find("neg");
+
+    op.shape = NULL;
+    ck_assert_error_contains(ag_apply(tape, &op, 1, &x, 0, NULL),
+                             "ag_apply: op \"neg\" is incomplete");
+    op = *ag_op_find("neg");
+    op.n_inputs = 5;
+    ck_assert_error_contains(ag_apply(tape, &op, 5, five, 0, NULL),
+                             "it declares 5");
+    ag_tape_free(tape);
+}
+END_TEST
+
+/* A NULL input stands for an earlier failure, whose message ag_apply keeps,
+ * even when other arguments are wrong too. */
+START_TEST(apply_keeps_message_of_null_input)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = ag_scalar(tape, AG_F64, 1.0);
+
+    ag_set_error("first failure");
+    ck_assert_ptr_null(ag_add(tape, x, NULL));
+    ck_assert_ptr_null(ag_add(NULL, NULL, x));
+    ck_assert_str_eq(ag_error(), "first failure");
+    ag_tape_free(tape);
+}
+END_TEST
+
+/* Elementwise ops on inputs of one shape take their output's shape from
+ * input 0; the others ask the shape rule. Both give the broadcast shape. */
+START_TEST(elementwise_output_shapes)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *m = ag_full(tape, AG_F32, AG_SHAPE(2, 3), 2.0);
+    ag_tensor *row = ag_full(tape, AG_F32, AG_SHAPE(3), 1.0);
+    ag_tensor *col = ag_full(tape, AG_F32, AG_SHAPE(2, 1), 4.0);
+    ag_tensor *same = ag_mul(tape, m, m);
+    ag_tensor *wide = ag_add(tape, row, col);
+    ag_tensor *neg = ag_neg(tape, col);
+
+    ck_assert_int_eq(ag_tensor_ndim(same), 2);
+    ck_assert_uint_eq(ag_tensor_shape(same)[0], 2);
+    ck_assert_uint_eq(ag_tensor_shape(same)[1], 3);
+    ck_assert_double_eq(ag_tensor_get(same, 5), 4.0);
+    ck_assert_int_eq(ag_tensor_ndim(wide), 2);
+    ck_assert_uint_eq(ag_tensor_shape(wide)[0], 2);
+    ck_assert_uint_eq(ag_tensor_shape(wide)[1], 3);
+    ck_assert_double_eq(ag_tensor_get(wide, 4), 5.0);
+    ck_assert_uint_eq(ag_tensor_shape(neg)[0], 2);
+    ck_assert_uint_eq(ag_tensor_shape(neg)[1], 1);
+    ck_assert_double_eq(ag_tensor_get(neg, 1), -4.0);
+    /* A (3) and a (1, 3) hold as many elements but differ in rank. */
+    ag_tensor *lifted = ag_add(tape, row, ag_full(tape, AG_F32, AG_SHAPE(1, 3), 1.0));
+    ck_assert_int_eq(ag_tensor_ndim(lifted), 2);
     ag_tape_free(tape);
 }
 END_TEST
@@ -434,6 +503,9 @@ int main(void)
     tcase_add_test(tc, accessors_accept_null);
     tcase_add_test(tc, tensor_tape_tells_owner);
     tcase_add_test(tc, apply_checks_its_arguments);
+    tcase_add_test(tc, apply_rejects_incomplete_op);
+    tcase_add_test(tc, apply_keeps_message_of_null_input);
+    tcase_add_test(tc, elementwise_output_shapes);
     suite_add_tcase(suite, tc);
     return run_suite(suite);
 }

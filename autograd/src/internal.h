@@ -5,6 +5,7 @@
 #include "tapegrad/autograd.h"
 
 #include <stdint.h>
+#include <string.h>
 
 #define AG_NAME_SIZE 32
 
@@ -94,11 +95,6 @@ struct ag_tape {
 
 /* ---- tensor helpers ---- */
 
-/* Creates an uninitialised tensor on the tape (or the heap when tape is
- * NULL). Validates the shape; sets an error naming `who` on failure. */
-ag_tensor *ag_tensor_alloc(ag_tape *tape, ag_dtype dtype, int ndim,
-                           const size_t *shape, const char *who);
-
 /* Size in bytes of one element. */
 static inline size_t ag_dtype_size(ag_dtype dtype)
 {
@@ -109,6 +105,120 @@ static inline const char *ag_dtype_name(ag_dtype dtype)
 {
     return dtype == AG_F32 ? "f32" : "f64";
 }
+
+/* Dimensions and partial counts below this bound multiply without
+ * overflow (2^26 * 2^26 * sizeof(double) < 2^56), so the common case skips
+ * the division of the exact check. */
+#define AG_SMALL_DIM ((size_t)1 << 26)
+
+/* True when dtype is valid and the shape has 1 to AG_MAX_DIMS dimensions
+ * below AG_SMALL_DIM; sets *numel then. False means "check the slow way",
+ * not "invalid": ag_tensor_alloc gives the verdict and the message. */
+static inline bool ag_shape_is_small(ag_dtype dtype, int ndim, const size_t *shape,
+                                     size_t *numel)
+{
+    if ((dtype != AG_F32 && dtype != AG_F64) || ndim < 1 || ndim > AG_MAX_DIMS)
+        return false;
+
+    size_t count = 1;
+    bool small = true;
+    for (int i = 0; i < ndim; i++) {
+        small &= count < AG_SMALL_DIM && shape[i] < AG_SMALL_DIM;
+        count *= shape[i];
+    }
+    *numel = count;
+    return small;
+}
+
+/* Sets every field of a new tensor from a shape of `ndim` dimensions. Of
+ * the name only the first byte is written (an empty name), because this
+ * runs once per op. */
+static inline void ag_tensor_init(ag_tensor *t, ag_tape *tape, ag_dtype dtype,
+                                  int ndim, const size_t *shape, size_t numel,
+                                  void *data)
+{
+    t->dtype = dtype;
+    t->ndim = ndim;
+    memset(t->shape, 0, sizeof t->shape); /* a fixed-size clear compiles to stores */
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+    t->numel = numel;
+    t->data = data;
+    t->grad = NULL;
+    t->record = NULL;
+    t->tape = tape;
+    t->requires_grad = false;
+    t->owns_data = tape == NULL;
+    t->name[0] = '\0';
+}
+
+/* Bytes from the start of an arena tensor to its data: the header, rounded
+ * up to the data's alignment. Data of AG_ALIGN bytes or more starts on a
+ * cache line; smaller data only on AG_SMALL_ALIGN. */
+static inline size_t ag_arena_align(size_t bytes)
+{
+    return bytes < AG_ALIGN ? AG_SMALL_ALIGN : AG_ALIGN;
+}
+
+static inline size_t ag_arena_header(size_t align)
+{
+    return (sizeof(ag_tensor) + (align - 1)) & ~(align - 1);
+}
+
+/* Allocates an arena tensor of a shape known to be valid, header and data
+ * in one bump. Returns NULL when out of memory, without a message. */
+static inline ag_tensor *ag_arena_tensor(ag_tape *tape, ag_dtype dtype, int ndim,
+                                         const size_t *shape, size_t numel)
+{
+    size_t bytes = numel * ag_dtype_size(dtype);
+    size_t align = ag_arena_align(bytes);
+    size_t header = ag_arena_header(align);
+
+    if (bytes > SIZE_MAX - header)
+        return NULL;
+
+    ag_tensor *t = ag_arena_alloc_aligned(&tape->arena, header + bytes, align);
+    if (t != NULL)
+        ag_tensor_init(t, tape, dtype, ndim, shape, numel, (unsigned char *)t + header);
+    return t;
+}
+
+/* Gives the arena tensor t a zeroed adjoint in the arena and returns it, or
+ * NULL when out of memory (without a message). The adjoint's header is a
+ * copy of t's with the fields of a fresh tensor reset, which costs less
+ * than setting each field. t->grad must be NULL. */
+static inline ag_tensor *ag_arena_adjoint(ag_tensor *t)
+{
+    size_t bytes = t->numel * ag_dtype_size(t->dtype);
+    size_t align = ag_arena_align(bytes);
+    size_t header = ag_arena_header(align);
+    ag_tensor *grad = ag_arena_alloc_aligned(&t->tape->arena, header + bytes, align);
+
+    if (grad == NULL)
+        return NULL;
+    *grad = *t;
+    grad->data = (unsigned char *)grad + header;
+    grad->grad = NULL;
+    grad->record = NULL;
+    grad->requires_grad = false;
+    grad->owns_data = false;
+    grad->name[0] = '\0';
+    /* A memset of a constant 8 bytes (one f64 or two f32) is one store,
+     * where the call for a variable size costs more than it clears. */
+    if (bytes == 8)
+        memset(grad->data, 0, 8);
+    else
+        memset(grad->data, 0, bytes);
+    t->grad = grad;
+    /* ag_backward must zero this adjoint before its next sweep. */
+    t->tape->has_adjoints = true;
+    return grad;
+}
+
+/* Creates an uninitialised tensor on the tape (or the heap when tape is
+ * NULL). Validates the shape; sets an error naming `who` on failure. */
+ag_tensor *ag_tensor_alloc(ag_tape *tape, ag_dtype dtype, int ndim,
+                           const size_t *shape, const char *who);
 
 /* Sets the error for an op whose inputs have different dtypes. */
 int ag_error_dtype_mismatch(const char *op, const ag_tensor *a, const ag_tensor *b);
@@ -187,5 +297,10 @@ static inline ag_tensor *ag_apply2(ag_tape *tape, const ag_op *op, ag_tensor *a,
 /* Shape rule shared by ops whose output has the shape and dtype of input 0. */
 int ag_shape_like_input(const ag_record *rec, ag_dtype *dtype, int *ndim,
                         size_t *shape);
+
+/* Shape rule of the binary elementwise ops: the broadcast of the shapes of
+ * inputs 0 and 1, in the dtype of input 0. */
+int ag_shape_broadcast(const ag_record *rec, ag_dtype *dtype, int *ndim,
+                       size_t *shape);
 
 #endif /* TAPEGRAD_AUTOGRAD_INTERNAL_H */

@@ -329,18 +329,12 @@ static void layout_init(bcast_layout *lay, const ag_tensor *a, const ag_tensor *
     const ag_op ag_op_##NAME = {                                                  \
         .name = #NAME,                                                            \
         .n_inputs = 2,                                                            \
-        .shape = broadcast_shape,                                                 \
+        .shape = ag_shape_broadcast,                                                 \
         .forward = NAME##_forward,                                                \
         .backward = NAME##_backward,                                              \
         .backward_graph = NAME##_backward_graph,                                  \
     };
 
-/* Shape rule of every binary op: the broadcast of the two input shapes. */
-static int broadcast_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t *shape)
-{
-    *dtype = rec->inputs[0]->dtype;
-    return ag_broadcast_shape(rec->op->name, rec->inputs[0], rec->inputs[1], ndim, shape);
-}
 
 /* ---- the ops -------------------------------------------------------------- */
 

@@ -369,15 +369,10 @@ const ag_op ag_op_masked = {
     const ag_op ag_op_##NAME = {                                               \
         .name = #NAME,                                                         \
         .n_inputs = 2,                                                         \
-        .shape = broadcast_shape,                                              \
+        .shape = ag_shape_broadcast,                                              \
         .forward = NAME##_forward,                                             \
     };
 
-static int broadcast_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t *shape)
-{
-    *dtype = rec->inputs[0]->dtype;
-    return ag_broadcast_shape(rec->op->name, rec->inputs[0], rec->inputs[1], ndim, shape);
-}
 
 /* Each mask is the derivative its op's backward kernel uses, to the bit:
  * abs'(x) is sign(x) with 0 at 0 (and at NaN); relu'(x) is 1 unless x <= 0,

@@ -206,50 +206,18 @@ static int append_record(ag_tape *tape, ag_record *rec)
     return 0;
 }
 
-/* Checks the arguments every op shares: inputs present, one tape, one dtype. */
-static int check_inputs(ag_tape *tape, const ag_op *op, int n_inputs,
-                        ag_tensor *const *inputs, int n_params, const double *params)
-{
-    if (n_inputs != op->n_inputs) {
-        ag_set_error("ag_apply: op \"%s\" takes %d input%s, got %d", op->name,
-                     op->n_inputs, op->n_inputs == 1 ? "" : "s", n_inputs);
-        return -1;
-    }
-    if (n_params < 0 || n_params > AG_MAX_PARAMS) {
-        ag_set_error("ag_apply: op \"%s\" given %d params; an op takes 0 to %d",
-                     op->name, n_params, AG_MAX_PARAMS);
-        return -1;
-    }
-    if (n_params > 0 && params == NULL) {
-        ag_set_error("ag_apply: op \"%s\" given %d params but params is NULL; "
-                     "pass the array or n_params = 0",
-                     op->name, n_params);
-        return -1;
-    }
-    for (int i = 0; i < n_inputs; i++) {
-        ag_tensor *t = inputs[i];
-
-        if (t->tape != NULL && t->tape != tape) {
-            ag_set_error("ag_%s: input %d belongs to another tape; ops combine "
-                         "tensors of one tape and heap tensors only",
-                         op->name, i);
-            return -1;
-        }
-        if (t->dtype != inputs[0]->dtype)
-            return ag_error_dtype_mismatch(op->name, inputs[0], t);
-    }
-    return 0;
-}
-
-ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
-                    ag_tensor *const *inputs, int n_params, const double *params)
+/* Reports why ag_apply cannot run `op` on these arguments and returns NULL.
+ * ag_apply calls it only when one of its checks failed; the checks here run
+ * in the order in which their messages take precedence. */
+AG_COLD static ag_tensor *apply_error(ag_tape *tape, const ag_op *op, int n_inputs,
+                                      ag_tensor *const *inputs, int n_params,
+                                      const double *params)
 {
     if (inputs == NULL && n_inputs > 0) {
         ag_set_error("ag_apply: inputs is NULL for %d inputs; pass the array",
                      n_inputs);
         return NULL;
     }
-
     /* A NULL input is an earlier failure: keep its message. */
     for (int i = 0; i < n_inputs && i < AG_MAX_INPUTS; i++) {
         if (inputs[i] == NULL)
@@ -259,43 +227,184 @@ ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
         ag_set_error("ag_apply: %s is NULL", tape == NULL ? "tape" : "op");
         return NULL;
     }
-    if (check_inputs(tape, op, n_inputs, inputs, n_params, params) != 0)
-        return NULL;
-
-    ag_record *rec = ag_arena_alloc_aligned(&tape->arena, sizeof *rec, AG_SMALL_ALIGN);
-    if (rec == NULL) {
-        ag_set_error("ag_%s: out of memory", op->name);
+    if (op->n_inputs < 1 || op->n_inputs > AG_MAX_INPUTS || op->shape == NULL ||
+        op->forward == NULL) {
+        ag_set_error("ag_apply: op \"%s\" is incomplete: it needs shape and "
+                     "forward functions and 1 to %d inputs (it declares %d); "
+                     "ag_op_register checks a definition",
+                     op->name == NULL ? "(unnamed)" : op->name, AG_MAX_INPUTS,
+                     op->n_inputs);
         return NULL;
     }
+    if (n_inputs != op->n_inputs) {
+        ag_set_error("ag_apply: op \"%s\" takes %d input%s, got %d", op->name,
+                     op->n_inputs, op->n_inputs == 1 ? "" : "s", n_inputs);
+        return NULL;
+    }
+    if (n_params < 0 || n_params > AG_MAX_PARAMS) {
+        ag_set_error("ag_apply: op \"%s\" given %d params; an op takes 0 to %d",
+                     op->name, n_params, AG_MAX_PARAMS);
+        return NULL;
+    }
+    if (n_params > 0 && params == NULL) {
+        ag_set_error("ag_apply: op \"%s\" given %d params but params is NULL; "
+                     "pass the array or n_params = 0",
+                     op->name, n_params);
+        return NULL;
+    }
+    for (int i = 0; i < n_inputs; i++) {
+        ag_tensor *t = inputs[i];
 
-    /* Every field is set here, and unused inputs and params are zero. */
+        if (t->tape != NULL && t->tape != tape) {
+            ag_set_error("ag_%s: input %d belongs to another tape; ops combine "
+                         "tensors of one tape and heap tensors only",
+                         op->name, i);
+            return NULL;
+        }
+        if (t->dtype != inputs[0]->dtype) {
+            ag_error_dtype_mismatch(op->name, inputs[0], t);
+            return NULL;
+        }
+    }
+    ag_set_error("ag_apply: op \"%s\": invalid arguments", op->name);
+    return NULL;
+}
+
+/* The output tensor of `op`, of the dtype and shape its shape rule set.
+ * Returns NULL with an error naming the op when the shape is invalid or
+ * memory runs out. */
+static ag_tensor *apply_output(ag_tape *tape, const ag_op *op, ag_dtype dtype,
+                               int ndim, const size_t *shape)
+{
+    size_t numel;
+
+    /* The common case: a valid dtype and small dimensions, which cannot
+     * overflow. ag_tensor_alloc checks everything else, with messages. */
+    if (ag_shape_is_small(dtype, ndim, shape, &numel)) {
+        ag_tensor *out = ag_arena_tensor(tape, dtype, ndim, shape, numel);
+
+        if (out == NULL)
+            ag_set_error("ag_%s: out of memory for its output of %zu elements",
+                         op->name, numel);
+        return out;
+    }
+    return ag_tensor_alloc(tape, dtype, ndim, shape, op->name);
+}
+
+/* True when the output of `op` has the dtype and shape of input 0 without
+ * asking its shape rule: a unary elementwise op, or a binary one whose
+ * inputs have one shape (shape entries past ndim are 0 in every tensor). */
+static bool keeps_input_shape(const ag_op *op, int n_inputs, ag_tensor *const *inputs)
+{
+    if (op->shape == ag_shape_like_input)
+        return true;
+    if (op->shape != ag_shape_broadcast || n_inputs != 2)
+        return false;
+
+    const ag_tensor *a = inputs[0];
+    const ag_tensor *b = inputs[1];
+    return a->ndim == b->ndim && a->numel == b->numel &&
+           memcmp(a->shape, b->shape, sizeof a->shape) == 0;
+}
+
+/* Allocates a record and an output shaped like `like` in one arena bump:
+ * the record, then the tensor header, then the data. Returns the record
+ * with rec->output set and the other fields unset, or NULL when out of
+ * memory (without a message). */
+static ag_record *record_with_output_like(ag_tape *tape, const ag_tensor *like)
+{
+    /* The sizes are multiples of AG_SMALL_ALIGN, so the header stays
+     * aligned after the record. */
+    enum { REC_SIZE = (sizeof(ag_record) + AG_SMALL_ALIGN - 1) & ~(AG_SMALL_ALIGN - 1) };
+    size_t bytes = like->numel * ag_dtype_size(like->dtype);
+    size_t align = ag_arena_align(bytes);
+    size_t data_offset = (REC_SIZE + sizeof(ag_tensor) + (align - 1)) & ~(align - 1);
+    unsigned char *block = ag_arena_alloc_aligned(&tape->arena, data_offset + bytes, align);
+
+    if (block == NULL)
+        return NULL;
+
+    ag_record *rec = (ag_record *)block;
+    ag_tensor *out = (ag_tensor *)(block + REC_SIZE);
+    ag_tensor_init(out, tape, like->dtype, like->ndim, like->shape, like->numel,
+                   block + data_offset);
+    rec->output = out;
+    return rec;
+}
+
+/* Sets the fields of a new record but its output; unused inputs and params
+ * are zero. */
+static inline void record_init(ag_record *rec, const ag_op *op, int n_inputs,
+                               ag_tensor *const *inputs, int n_params,
+                               const double *params)
+{
     rec->op = op;
     rec->n_inputs = n_inputs;
     /* Clearing the whole arrays first takes a few fixed-size stores,
      * whereas GCC turns a loop over the unused tail into a call to memset. */
     memset(rec->inputs, 0, sizeof rec->inputs);
     memset(rec->params, 0, sizeof rec->params);
-    bool needs_grad = false;
-    for (int i = 0; i < n_inputs; i++) {
+    for (int i = 0; i < n_inputs; i++)
         rec->inputs[i] = inputs[i];
-        needs_grad |= inputs[i]->requires_grad;
-    }
     for (int i = 0; i < n_params; i++)
         rec->params[i] = params[i];
-    rec->output = NULL;
     rec->saved = NULL;
     rec->index = 0;
+}
 
-    ag_dtype dtype;
-    int ndim;
-    size_t shape[AG_MAX_DIMS];
-    if (op->shape(rec, &dtype, &ndim, shape) != 0)
-        return NULL;
+ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
+                    ag_tensor *const *inputs, int n_params, const double *params)
+{
+    /* One test covers every argument; apply_error says which one failed. */
+    if (tape == NULL || op == NULL || inputs == NULL || n_inputs != op->n_inputs ||
+        n_inputs < 1 || n_inputs > AG_MAX_INPUTS || op->shape == NULL ||
+        op->forward == NULL || (unsigned)n_params > AG_MAX_PARAMS ||
+        (n_params > 0 && params == NULL))
+        return apply_error(tape, op, n_inputs, inputs, n_params, params);
 
-    ag_tensor *out = ag_tensor_alloc(tape, dtype, ndim, shape, op->name);
-    if (out == NULL)
-        return NULL;
-    rec->output = out;
+    bool needs_grad = false;
+    for (int i = 0; i < n_inputs; i++) {
+        const ag_tensor *t = inputs[i];
+
+        if (t == NULL || (t->tape != NULL && t->tape != tape) ||
+            t->dtype != inputs[0]->dtype)
+            return apply_error(tape, op, n_inputs, inputs, n_params, params);
+        needs_grad |= t->requires_grad;
+    }
+
+    ag_record *rec;
+    ag_tensor *out;
+    if (keeps_input_shape(op, n_inputs, inputs)) {
+        /* Elementwise ops, the most frequent, skip the shape rule and
+         * allocate once. */
+        rec = record_with_output_like(tape, inputs[0]);
+        if (rec == NULL) {
+            ag_set_error("ag_%s: out of memory for its output of %zu elements",
+                         op->name, inputs[0]->numel);
+            return NULL;
+        }
+        out = rec->output;
+        record_init(rec, op, n_inputs, inputs, n_params, params);
+    } else {
+        rec = ag_arena_alloc_aligned(&tape->arena, sizeof *rec, AG_SMALL_ALIGN);
+        if (rec == NULL) {
+            ag_set_error("ag_%s: out of memory", op->name);
+            return NULL;
+        }
+        record_init(rec, op, n_inputs, inputs, n_params, params);
+        rec->output = NULL; /* the shape rule sees no output */
+
+        ag_dtype dtype;
+        int ndim;
+        size_t shape[AG_MAX_DIMS];
+        if (op->shape(rec, &dtype, &ndim, shape) != 0)
+            return NULL;
+        out = apply_output(tape, op, dtype, ndim, shape);
+        if (out == NULL)
+            return NULL;
+        rec->output = out;
+    }
+
     if (op->forward(tape, rec) != 0)
         return NULL;
 
@@ -451,8 +560,12 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
          * meet a failed allocation. */
         for (int k = 0; k < rec->n_inputs; k++) {
             ag_tensor *input = rec->inputs[k];
-            if (input->requires_grad && input->grad == NULL &&
-                ag_grad_buffer(input) == NULL) {
+            if (!input->requires_grad || input->grad != NULL)
+                continue;
+            /* Most inputs are outputs of earlier records, on this tape. */
+            ag_tensor *grad = input->tape != NULL ? ag_arena_adjoint(input)
+                                                  : ag_grad_buffer(input);
+            if (grad == NULL) {
                 ag_set_error("ag_backward: out of memory for the adjoint of "
                              "input %d of record %zu (%s)",
                              k, i, rec->op->name);

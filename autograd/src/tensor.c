@@ -9,11 +9,6 @@
 
 /* ---- creation ------------------------------------------------------------- */
 
-/* Dimensions and partial counts below this bound multiply without
- * overflow (2^26 * 2^26 * sizeof(double) < 2^56), so the common case skips
- * the division of the exact check. */
-#define SMALL_DIM ((size_t)1 << 26)
-
 static bool shape_is_valid(const char *who, int ndim, const size_t *shape, size_t *numel)
 {
     if (ndim < 1 || ndim > AG_MAX_DIMS) {
@@ -29,7 +24,7 @@ static bool shape_is_valid(const char *who, int ndim, const size_t *shape, size_
 
     size_t count = 1;
     for (int i = 0; i < ndim; i++) {
-        bool small = count < SMALL_DIM && shape[i] < SMALL_DIM;
+        bool small = count < AG_SMALL_DIM && shape[i] < AG_SMALL_DIM;
 
         if (!small && shape[i] != 0 && count > SIZE_MAX / shape[i] / sizeof(double)) {
             ag_set_error("%s: shape is too large: dimension %d of size %zu "
@@ -41,44 +36,6 @@ static bool shape_is_valid(const char *who, int ndim, const size_t *shape, size_
     }
     *numel = count;
     return true;
-}
-
-/* Sets every field of a new tensor. Of the name only the first byte is
- * written (an empty name), because this runs once per op. */
-static void tensor_init(ag_tensor *t, ag_tape *tape, ag_dtype dtype, int ndim,
-                        const size_t *shape, size_t numel, void *data)
-{
-    t->dtype = dtype;
-    t->ndim = ndim;
-    memset(t->shape, 0, sizeof t->shape); /* a fixed-size clear compiles to stores */
-    for (int i = 0; i < ndim; i++)
-        t->shape[i] = shape[i];
-    t->numel = numel;
-    t->data = data;
-    t->grad = NULL;
-    t->record = NULL;
-    t->tape = tape;
-    t->requires_grad = false;
-    t->owns_data = tape == NULL;
-    t->name[0] = '\0';
-}
-
-/* Allocates an arena tensor of a shape known to be valid, header and data
- * in one bump. Returns NULL when out of memory, without a message. */
-static inline ag_tensor *arena_tensor(ag_tape *tape, ag_dtype dtype, int ndim,
-                                      const size_t *shape, size_t numel)
-{
-    size_t bytes = numel * ag_dtype_size(dtype);
-    size_t align = bytes < AG_ALIGN ? AG_SMALL_ALIGN : AG_ALIGN;
-    size_t header = (sizeof(ag_tensor) + (align - 1)) & ~(align - 1);
-
-    if (bytes > SIZE_MAX - header)
-        return NULL;
-
-    ag_tensor *t = ag_arena_alloc_aligned(&tape->arena, header + bytes, align);
-    if (t != NULL)
-        tensor_init(t, tape, dtype, ndim, shape, numel, (unsigned char *)t + header);
-    return t;
 }
 
 ag_tensor *ag_tensor_alloc(ag_tape *tape, ag_dtype dtype, int ndim,
@@ -99,14 +56,14 @@ ag_tensor *ag_tensor_alloc(ag_tape *tape, ag_dtype dtype, int ndim,
     ag_tensor *t = NULL;
 
     if (tape != NULL) {
-        t = arena_tensor(tape, dtype, ndim, shape, numel);
+        t = ag_arena_tensor(tape, dtype, ndim, shape, numel);
     } else {
         size_t header = (sizeof(ag_tensor) + (AG_ALIGN - 1)) & ~(size_t)(AG_ALIGN - 1);
 
         if (bytes <= SIZE_MAX - header)
             t = ag_heap_alloc(header + bytes);
         if (t != NULL)
-            tensor_init(t, NULL, dtype, ndim, shape, numel, (unsigned char *)t + header);
+            ag_tensor_init(t, NULL, dtype, ndim, shape, numel, (unsigned char *)t + header);
     }
     if (t == NULL)
         ag_set_error("%s: out of memory for a tensor of %zu bytes", who, bytes);
@@ -405,33 +362,20 @@ ag_tensor *ag_grad_buffer(ag_tensor *t)
 {
     if (t->grad != NULL)
         return t->grad;
-
-    /* t's shape was checked when t was made, so an arena adjoint skips the
-     * checks of ag_tensor_alloc. */
-    ag_tensor *grad;
     if (t->tape != NULL) {
-        grad = arena_tensor(t->tape, t->dtype, t->ndim, t->shape, t->numel);
+        ag_tensor *grad = ag_arena_adjoint(t);
+
         if (grad == NULL)
             ag_set_error("ag_backward: out of memory for an adjoint of %zu elements",
                          t->numel);
-    } else {
-        grad = ag_tensor_alloc(NULL, t->dtype, t->ndim, t->shape, "ag_backward");
+        return grad;
     }
+
+    ag_tensor *grad = ag_tensor_alloc(NULL, t->dtype, t->ndim, t->shape, "ag_backward");
     if (grad == NULL)
         return NULL;
-
-    /* A call to memset costs more than the store for a one-element adjoint. */
-    if (grad->numel == 1 && grad->dtype == AG_F64)
-        *(double *)grad->data = 0.0;
-    else if (grad->numel == 1)
-        *(float *)grad->data = 0.0f;
-    else
-        memset(grad->data, 0, grad->numel * ag_dtype_size(grad->dtype));
+    memset(grad->data, 0, grad->numel * ag_dtype_size(grad->dtype));
     t->grad = grad;
-
-    /* ag_backward must zero this adjoint before its next sweep. */
-    if (t->tape != NULL)
-        t->tape->has_adjoints = true;
     return grad;
 }
 
@@ -521,6 +465,12 @@ int ag_shape_like_input(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t
     for (int i = 0; i < x->ndim; i++)
         shape[i] = x->shape[i]; /* a loop, because a call to memcpy costs more */
     return 0;
+}
+
+int ag_shape_broadcast(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t *shape)
+{
+    *dtype = rec->inputs[0]->dtype;
+    return ag_broadcast_shape(rec->op->name, rec->inputs[0], rec->inputs[1], ndim, shape);
 }
 
 /* ---- broadcasting --------------------------------------------------------- */
