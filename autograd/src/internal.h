@@ -16,11 +16,15 @@
 #define AG_ALIGN 64
 #define AG_SMALL_ALIGN 16
 
-/* Marks an error path, which GCC and Clang then keep out of the hot code. */
+/* AG_COLD marks an error path, which GCC and Clang then keep out of the hot
+ * code. AG_NOINLINE keeps a rarely taken branch's stack frame out of its
+ * caller. */
 #if defined(__GNUC__)
 #define AG_COLD __attribute__((cold, noinline))
+#define AG_NOINLINE __attribute__((noinline))
 #else
 #define AG_COLD
+#define AG_NOINLINE
 #endif
 
 struct ag_tensor {
@@ -241,6 +245,15 @@ void ag_axis_split(const ag_tensor *t, int axis, size_t *outer, size_t *n,
 /* Ensures t->grad exists (zeroed) and returns it; NULL when out of memory.
  * Arena tensors get an arena buffer, heap tensors a heap one. */
 ag_tensor *ag_grad_buffer(ag_tensor *t);
+
+/* ag_input_grad for the built-in backward rules, inlined: the adjoint of
+ * input i, or NULL when that input needs none. */
+static inline ag_tensor *ag_adjoint_of(const ag_record *rec, int i)
+{
+    ag_tensor *x = rec->inputs[i];
+
+    return x->requires_grad ? x->grad : NULL;
+}
 
 /* ---- broadcasting ---- */
 

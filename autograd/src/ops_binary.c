@@ -206,8 +206,9 @@ static void layout_init(bcast_layout *lay, const ag_tensor *a, const ag_tensor *
     }
 
 /* Walks the layout with one op's run kernels for one type. One-element
- * operands skip the layout, whose setup would cost more than the
- * arithmetic. NAME##_one computes the value when gys is NULL, and otherwise
+ * outputs skip the layout, whose setup would cost more than the arithmetic,
+ * and the layout walk is a separate function, so the one-element path does
+ * not pay for its stack frame. NAME##_one computes the value when gys is NULL, and otherwise
  * adds the adjoints into gas and gbs (each may be NULL). */
 #define BINARY_KERNELS(NAME, TYPE, VALUE, GRAD_A, GRAD_B)                         \
     BINARY_RUNS(NAME, TYPE, VALUE, GRAD_A, GRAD_B)                                \
@@ -259,52 +260,42 @@ static void layout_init(bcast_layout *lay, const ag_tensor *a, const ag_tensor *
 #define BINARY_OP(NAME, VALUE, GRAD_A, GRAD_B)                                    \
     BINARY_KERNELS(NAME, float, VALUE, GRAD_A, GRAD_B)                            \
     BINARY_KERNELS(NAME, double, VALUE, GRAD_A, GRAD_B)                           \
+    AG_NOINLINE static void NAME##_forward_layout(const ag_tensor *a,             \
+                                                  const ag_tensor *b,             \
+                                                  ag_tensor *y)                   \
+    {                                                                             \
+        bcast_layout lay;                                                         \
+                                                                                  \
+        layout_init(&lay, a, b, y);                                               \
+        if (y->dtype == AG_F32)                                                   \
+            NAME##_forward_float(&lay, a->data, b->data, y->data);                \
+        else                                                                      \
+            NAME##_forward_double(&lay, a->data, b->data, y->data);               \
+    }                                                                             \
     static int NAME##_forward(ag_tape *tape, ag_record *rec)                      \
     {                                                                             \
         (void)tape;                                                               \
         const ag_tensor *a = rec->inputs[0];                                      \
         const ag_tensor *b = rec->inputs[1];                                      \
         ag_tensor *y = rec->output;                                               \
-        bcast_layout lay;                                                         \
                                                                                   \
-        if (y->numel == 0)                                                        \
-            return 0;                                                             \
         if (y->numel == 1) {                                                      \
             if (y->dtype == AG_F32)                                               \
                 NAME##_one_float(a->data, b->data, y->data, NULL, NULL, NULL);    \
             else                                                                  \
                 NAME##_one_double(a->data, b->data, y->data, NULL, NULL, NULL);   \
-            return 0;                                                             \
+        } else if (y->numel > 1) {                                                \
+            NAME##_forward_layout(a, b, y);                                       \
         }                                                                         \
-        layout_init(&lay, a, b, y);                                               \
-        if (y->dtype == AG_F32)                                                   \
-            NAME##_forward_float(&lay, a->data, b->data, y->data);                \
-        else                                                                      \
-            NAME##_forward_double(&lay, a->data, b->data, y->data);               \
         return 0;                                                                 \
     }                                                                             \
-    static int NAME##_backward(ag_tape *tape, ag_record *rec)                     \
+    AG_NOINLINE static void NAME##_backward_layout(const ag_tensor *a,            \
+                                                   const ag_tensor *b,            \
+                                                   const ag_tensor *y,            \
+                                                   ag_tensor *ga, ag_tensor *gb)  \
     {                                                                             \
-        const ag_tensor *a = rec->inputs[0];                                      \
-        const ag_tensor *b = rec->inputs[1];                                      \
-        const ag_tensor *y = rec->output;                                         \
-        ag_tensor *ga = ag_input_grad(tape, rec, 0);                              \
-        ag_tensor *gb = ag_input_grad(tape, rec, 1);                              \
         bcast_layout lay;                                                         \
                                                                                   \
-        if ((ga == NULL && gb == NULL) || y->numel == 0)                          \
-            return 0;                                                             \
-        if (y->numel == 1) {                                                      \
-            if (y->dtype == AG_F32)                                               \
-                NAME##_one_float(a->data, b->data, y->data, y->grad->data,        \
-                                 ga == NULL ? NULL : ga->data,                    \
-                                 gb == NULL ? NULL : gb->data);                   \
-            else                                                                  \
-                NAME##_one_double(a->data, b->data, y->data, y->grad->data,       \
-                                  ga == NULL ? NULL : ga->data,                   \
-                                  gb == NULL ? NULL : gb->data);                  \
-            return 0;                                                             \
-        }                                                                         \
         layout_init(&lay, a, b, y);                                               \
         if (y->dtype == AG_F32) {                                                 \
             if (ga != NULL)                                                       \
@@ -320,6 +311,28 @@ static void layout_init(bcast_layout *lay, const ag_tensor *a, const ag_tensor *
             if (gb != NULL)                                                       \
                 NAME##_grad_b_double(&lay, a->data, b->data, y->data,             \
                                      y->grad->data, gb->data);                    \
+        }                                                                         \
+    }                                                                             \
+    static int NAME##_backward(ag_tape *tape, ag_record *rec)                     \
+    {                                                                             \
+        (void)tape;                                                               \
+        const ag_tensor *a = rec->inputs[0];                                      \
+        const ag_tensor *b = rec->inputs[1];                                      \
+        const ag_tensor *y = rec->output;                                         \
+        ag_tensor *ga = ag_adjoint_of(rec, 0);                                    \
+        ag_tensor *gb = ag_adjoint_of(rec, 1);                                    \
+                                                                                  \
+        if (y->numel == 1) {                                                      \
+            if (y->dtype == AG_F32)                                               \
+                NAME##_one_float(a->data, b->data, y->data, y->grad->data,        \
+                                 ga == NULL ? NULL : ga->data,                    \
+                                 gb == NULL ? NULL : gb->data);                   \
+            else                                                                  \
+                NAME##_one_double(a->data, b->data, y->data, y->grad->data,       \
+                                  ga == NULL ? NULL : ga->data,                   \
+                                  gb == NULL ? NULL : gb->data);                  \
+        } else if (y->numel > 1 && (ga != NULL || gb != NULL)) {                  \
+            NAME##_backward_layout(a, b, y, ga, gb);                              \
         }                                                                         \
         return 0;                                                                 \
     }                                                                             \

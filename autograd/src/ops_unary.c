@@ -60,7 +60,7 @@
     }                                                                          \
     static int NAME##_backward(ag_tape *tape, ag_record *rec)                  \
     {                                                                          \
-        ag_tensor *gx = ag_input_grad(tape, rec, 0);                           \
+        ag_tensor *gx = ag_adjoint_of(rec, 0);                                 \
         ag_tensor *x = rec->inputs[0];                                         \
         ag_tensor *y = rec->output;                                            \
         if (gx == NULL)                                                        \
