@@ -30,7 +30,7 @@
 struct ag_tensor {
     ag_dtype dtype;
     int ndim;
-    size_t shape[AG_MAX_DIMS];
+    size_t shape[AG_MAX_DIMS]; /* entries past ndim are 0 */
     size_t numel;
     void *data;
     ag_tensor *grad;     /* adjoint, same shape and dtype; NULL until needed */
@@ -187,10 +187,27 @@ static inline ag_tensor *ag_arena_tensor(ag_tape *tape, ag_dtype dtype, int ndim
     return t;
 }
 
+/* Sets every field of a new tensor with the dtype and shape of `like`. The
+ * shape entries past ndim are 0 in every tensor, so the whole array is
+ * copied, which takes a few fixed-size moves instead of a loop. */
+static inline void ag_tensor_init_like(ag_tensor *t, ag_tape *tape,
+                                       const ag_tensor *like, void *data)
+{
+    t->dtype = like->dtype;
+    t->ndim = like->ndim;
+    memcpy(t->shape, like->shape, sizeof t->shape);
+    t->numel = like->numel;
+    t->data = data;
+    t->grad = NULL;
+    t->record = NULL;
+    t->tape = tape;
+    t->requires_grad = false;
+    t->owns_data = tape == NULL;
+    t->name[0] = '\0';
+}
+
 /* Gives the arena tensor t a zeroed adjoint in the arena and returns it, or
- * NULL when out of memory (without a message). The adjoint's header is a
- * copy of t's with the fields of a fresh tensor reset, which costs less
- * than setting each field. t->grad must be NULL. */
+ * NULL when out of memory (without a message). t->grad must be NULL. */
 static inline ag_tensor *ag_arena_adjoint(ag_tensor *t)
 {
     size_t bytes = t->numel * ag_dtype_size(t->dtype);
@@ -200,13 +217,7 @@ static inline ag_tensor *ag_arena_adjoint(ag_tensor *t)
 
     if (grad == NULL)
         return NULL;
-    *grad = *t;
-    grad->data = (unsigned char *)grad + header;
-    grad->grad = NULL;
-    grad->record = NULL;
-    grad->requires_grad = false;
-    grad->owns_data = false;
-    grad->name[0] = '\0';
+    ag_tensor_init_like(grad, t->tape, t, (unsigned char *)grad + header);
     /* A memset of a constant 8 bytes (one f64 or two f32) is one store,
      * where the call for a variable size costs more than it clears. */
     if (bytes == 8)

@@ -803,7 +803,9 @@ ag_tensor *ag_reshape(ag_tape *tape, ag_tensor *x, int ndim, const size_t *shape
     ag_tensor *y = ag_apply1(tape, &ag_op_reshape, x, 0, NULL);
     if (y == NULL)
         return NULL;
+    /* Entries past ndim stay 0, as in every tensor. */
     y->ndim = ndim;
+    memset(y->shape, 0, sizeof y->shape);
     memcpy(y->shape, shape, (size_t)ndim * sizeof(size_t));
     return y;
 }

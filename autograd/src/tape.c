@@ -303,8 +303,10 @@ static bool keeps_input_shape(const ag_op *op, int n_inputs, ag_tensor *const *i
 
     const ag_tensor *a = inputs[0];
     const ag_tensor *b = inputs[1];
-    return a->ndim == b->ndim && a->numel == b->numel &&
-           memcmp(a->shape, b->shape, sizeof a->shape) == 0;
+    if (a->ndim != b->ndim || a->numel != b->numel)
+        return false;
+    /* One element in the same rank: every dimension is 1. */
+    return a->numel == 1 || memcmp(a->shape, b->shape, sizeof a->shape) == 0;
 }
 
 /* Allocates a record and an output shaped like `like` in one arena bump:
@@ -326,8 +328,7 @@ static ag_record *record_with_output_like(ag_tape *tape, const ag_tensor *like)
 
     ag_record *rec = (ag_record *)block;
     ag_tensor *out = (ag_tensor *)(block + REC_SIZE);
-    ag_tensor_init(out, tape, like->dtype, like->ndim, like->shape, like->numel,
-                   block + data_offset);
+    ag_tensor_init_like(out, tape, like, block + data_offset);
     rec->output = out;
     return rec;
 }
