@@ -757,6 +757,15 @@ START_TEST(csv_row_too_long)
 }
 END_TEST
 
+START_TEST(csv_error_counts_in_singular)
+{
+    expect_csv_error(write_text("one.csv", "a\n1,2\n"),
+                     "one.csv:2: 2 fields, but the header has 1 column;");
+    expect_csv_error(write_text("pair.csv", "a,b\n1\n"),
+                     "pair.csv:2: 1 field, but the header has 2 columns");
+}
+END_TEST
+
 START_TEST(csv_not_a_number)
 {
     expect_csv_error(write_text("word.csv", "x,y\n1,2\n3,abc\n"),
@@ -1201,6 +1210,7 @@ int main(void)
     tcase_add_test(csv, csv_unclosed_quote);
     tcase_add_test(csv, csv_row_too_short);
     tcase_add_test(csv, csv_row_too_long);
+    tcase_add_test(csv, csv_error_counts_in_singular);
     tcase_add_test(csv, csv_not_a_number);
     tcase_add_test(csv, csv_number_with_suffix);
     tcase_add_test(csv, csv_empty_field);

@@ -234,6 +234,8 @@ START_TEST(init_invalid_rejected)
 
     ck_assert_failed_with(nn_dense_init(&layer, AG_F64, 0, 3, NN_RELU, NN_INIT_HE, &rng),
                           "0 inputs and 3 outputs");
+    ck_assert_failed_with(nn_dense_init(&layer, AG_F64, 1, 0, NN_RELU, NN_INIT_HE, &rng),
+                          "a layer of 1 input and 0 outputs is empty");
     ck_assert_ptr_null(layer.w);
     ck_assert_failed_with(nn_dense_init(&layer, AG_F64, 2, 3, (nn_activation)9, NN_INIT_HE,
                                         &rng),

@@ -450,8 +450,8 @@ int ag_tape_print(const ag_tape *tape, FILE *out)
      * objects, so casting the const away is defined. */
     ag_tape *writable = (ag_tape *)tape;
 
-    fprintf(out, "tape: %zu records, in the order the reverse sweep visits them\n",
-            tape->n_records);
+    fprintf(out, "tape: %zu record%s, in the order the reverse sweep visits them\n",
+            tape->n_records, tape->n_records == 1 ? "" : "s");
     fputs("  value    the record's forward output\n"
           "  adjoint  dL/d(output), once backward has run\n"
           "  to IN    what this record added to the adjoint of input IN:\n"

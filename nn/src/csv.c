@@ -242,9 +242,10 @@ static int csv_read_row(csv_reader *r)
     size_t n_fields = count_fields(r->line);
 
     if (n_fields != r->n_cols) {
-        ag_set_error("%s: %s:%zu: %zu fields, but the header has %zu columns; "
+        ag_set_error("%s: %s:%zu: %zu field%s, but the header has %zu column%s; "
                      "every row needs one value per column",
-                     who, r->path, r->line_no, n_fields, r->n_cols);
+                     who, r->path, r->line_no, n_fields, n_fields == 1 ? "" : "s",
+                     r->n_cols, r->n_cols == 1 ? "" : "s");
         return -1;
     }
 

@@ -104,9 +104,9 @@ int nn_dense_init(nn_dense *layer, ag_dtype dtype, size_t in, size_t out,
     }
     memset(layer, 0, sizeof *layer);
     if (in == 0 || out == 0) {
-        ag_set_error("nn_dense_init: a layer of %zu inputs and %zu outputs is "
+        ag_set_error("nn_dense_init: a layer of %zu input%s and %zu output%s is "
                      "empty; both widths must be at least 1",
-                     in, out);
+                     in, in == 1 ? "" : "s", out, out == 1 ? "" : "s");
         return -1;
     }
     if (!activation_is_valid(activation)) {

@@ -475,7 +475,7 @@ START_TEST(trace_json_to_stderr)
     json_value *doc = parse_output(&r);
 
     ck_assert_double_eq(data_at(doc, "x", 0), 6.0);
-    ck_assert_msg(strncmp(r.err, "tape: 1 records", 15) == 0, "stderr: %s", r.err);
+    ck_assert_msg(strncmp(r.err, "tape: 1 record,", 15) == 0, "stderr: %s", r.err);
     json_free(doc);
     run_free(&r);
 }

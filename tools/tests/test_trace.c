@@ -70,6 +70,7 @@ START_TEST(print_before_backward)
     captured c = print_tape(tape, false);
 
     ck_assert_int_eq(c.status, 0);
+    ck_assert_ptr_nonnull(strstr(c.text, "tape: 1 record, in the order"));
     ck_assert_ptr_nonnull(strstr(c.text, "#0    mul(x, x) -> (1)\n      value    [9]\n"));
     ck_assert_ptr_null(strstr(c.text, "      adjoint"));
     ck_assert_ptr_nonnull(strstr(c.text, "      grad   [0]\n"));
