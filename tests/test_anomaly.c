@@ -170,6 +170,63 @@ START_TEST(anomaly_seed_checked)
 }
 END_TEST
 
+/* ag_grad runs the same backward rules as ag_backward, so anomaly mode
+ * stops it at the same record, with its own name in the message. */
+START_TEST(anomaly_grad_without_graph)
+{
+    const double values[2] = {0.0, 4.0};
+    ag_tape *tape = ag_tape_new();
+    ag_tape_set_anomaly_mode(tape, true);
+    ag_tensor *x = leaf(tape, AG_F64, AG_SHAPE(2), values);
+    ag_tensor *loss = ag_sum(tape, ag_sqrt(tape, x));
+    ag_tensor *grad = NULL;
+
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_int_eq(ag_grad(tape, loss, NULL, 1, &x, &grad, false), -1);
+    assert_error_mentions("ag_grad: anomaly mode: the backward rule of record 0 (sqrt)");
+    assert_error_mentions("0 NaN and 1 inf in the adjoint of input 0");
+    ag_tape_free(tape);
+}
+END_TEST
+
+START_TEST(anomaly_grad_seed_checked)
+{
+    const double values[2] = {1.0, 2.0};
+    const double seed_values[2] = {INFINITY, 1.0};
+    ag_tape *tape = ag_tape_new();
+    ag_tape_set_anomaly_mode(tape, true);
+    ag_tensor *x = leaf(tape, AG_F64, AG_SHAPE(2), values);
+    ag_tensor *y = ag_exp(tape, x);
+    ag_tensor *seed = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(2), seed_values);
+    ag_tensor *grad = NULL;
+
+    ck_assert_int_eq(ag_grad(tape, y, seed, 1, &x, &grad, false), -1);
+    assert_error_mentions("ag_grad: anomaly mode: the seed gradient holds 0 NaN and 1 inf");
+    ck_assert_int_eq(ag_grad(tape, y, seed, 1, &x, &grad, true), -1);
+    assert_error_mentions("ag_grad: anomaly mode: the seed");
+    ag_tape_free(tape);
+}
+END_TEST
+
+/* With create_graph the adjoints are ops on the tape, and the op that makes
+ * the infinity reports it. */
+START_TEST(anomaly_grad_with_graph)
+{
+    const double values[2] = {0.0, 4.0};
+    ag_tape *tape = ag_tape_new();
+    ag_tape_set_anomaly_mode(tape, true);
+    ag_tensor *x = leaf(tape, AG_F64, AG_SHAPE(2), values);
+    ag_tensor *loss = ag_sum(tape, ag_sqrt(tape, x));
+    ag_tensor *grad = NULL;
+
+    ck_assert_ptr_nonnull(loss);
+    ck_assert_int_eq(ag_grad(tape, loss, NULL, 1, &x, &grad, true), -1);
+    assert_error_mentions("anomaly mode");
+    assert_error_mentions("1 inf");
+    ag_tape_free(tape);
+}
+END_TEST
+
 START_TEST(anomaly_finite_run_unchanged)
 {
     /* With finite values the mode changes neither values nor gradients:
@@ -225,6 +282,9 @@ static Suite *anomaly_suite(void)
     tcase_add_test(tc, anomaly_backward_inf);
     tcase_add_test(tc, anomaly_backward_nan);
     tcase_add_test(tc, anomaly_seed_checked);
+    tcase_add_test(tc, anomaly_grad_without_graph);
+    tcase_add_test(tc, anomaly_grad_seed_checked);
+    tcase_add_test(tc, anomaly_grad_with_graph);
     tcase_add_test(tc, anomaly_finite_run_unchanged);
     tcase_add_test(tc, anomaly_relu_passes_nan_to_report);
     suite_add_tcase(suite, tc);

@@ -148,8 +148,8 @@ static int run_graph_rule(grad_sweep *s, const ag_record *rec, const bool *needs
 /* Without create_graph: the op's backward kernel adds into the table's
  * buffers, which stand in for the adjoints while it runs. An input that
  * needs no adjoint shows none, so the kernel skips it (ag_input_grad).
- * NOTE: anomaly mode does not check these adjoints, because ag_backward's
- * check of a record's adjoints is private to tape.c. */
+ * In anomaly mode the buffers are checked while they stand in, as
+ * ag_backward checks the adjoints after each rule. */
 static int run_kernel_rule(grad_sweep *s, ag_record *rec, const bool *needs_grad)
 {
     ag_tensor *buffers[AG_MAX_INPUTS] = {NULL};
@@ -177,6 +177,8 @@ static int run_kernel_rule(grad_sweep *s, ag_record *rec, const bool *needs_grad
     rec->output->grad = s->adjoint[rec->index];
 
     int status = rec->op->backward(s->tape, rec);
+    if (status == 0 && s->tape->anomaly)
+        status = ag_anomaly_check_adjoints("ag_grad", rec);
 
     /* Restored in reverse, so an input that appears twice gets its own
      * gradient back. */
@@ -196,6 +198,8 @@ static int seed_sweep(grad_sweep *s, ag_tensor *output, ag_tensor *seed)
 
     if (slot == NULL)
         return 0; /* no requested input is on the output's path */
+    if (seed != NULL && s->tape->anomaly && ag_anomaly_check_seed("ag_grad", seed) != 0)
+        return -1;
     if (seed == NULL)
         start = ag_ones(s->tape, output->dtype, output->ndim, output->shape);
     else if (s->create_graph)

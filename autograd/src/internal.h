@@ -303,6 +303,17 @@ extern const ag_op ag_op_expand_as, ag_op_sum_to, ag_op_masked,
 /* x where `mask` (broadcast to x's shape) is nonzero, and 0 elsewhere. */
 ag_tensor *ag_masked(ag_tape *tape, ag_tensor *x, ag_tensor *mask);
 
+/* ---- anomaly mode ---- */
+
+/* Returns -1 with an error naming `who` when the seed gradient holds a NaN
+ * or an infinity, and 0 otherwise. */
+int ag_anomaly_check_seed(const char *who, const ag_tensor *seed);
+
+/* Returns -1 with an error naming `who`, the record and its inputs when the
+ * backward rule of `rec`, which just ran, left a NaN or an infinity in the
+ * adjoint of an input that requires a gradient; 0 otherwise. */
+int ag_anomaly_check_adjoints(const char *who, const ag_record *rec);
+
 /* Shorthands for ops with one or two inputs. */
 static inline ag_tensor *ag_apply1(ag_tape *tape, const ag_op *op, ag_tensor *x,
                                    int n_params, const double *params)

@@ -160,9 +160,7 @@ static int check_output(const ag_tape *tape, const ag_record *rec, bool recorded
     return -1;
 }
 
-/* Reports a NaN or inf in the adjoints of rec's inputs after its backward
- * rule ran, and returns -1. */
-static int check_adjoints(const ag_record *rec)
+int ag_anomaly_check_adjoints(const char *who, const ag_record *rec)
 {
     for (int k = 0; k < rec->n_inputs; k++) {
         const ag_tensor *x = rec->inputs[k];
@@ -177,11 +175,11 @@ static int check_adjoints(const ag_record *rec)
         value_summary g = summarize(rec->output->grad);
         char inputs[320];
         describe_inputs(rec, inputs, sizeof inputs);
-        ag_set_error("ag_backward: anomaly mode: the backward rule of record %zu "
+        ag_set_error("%s: anomaly mode: the backward rule of record %zu "
                      "(%s) produced %zu NaN and %zu inf in the adjoint of input %d, "
                      "the first at element %zu; output adjoint min %.6g max %.6g, "
                      "%zu non-finite; %s",
-                     rec->index, rec->op->name, s.n_nan, s.n_inf, k, s.first_bad,
+                     who, rec->index, rec->op->name, s.n_nan, s.n_inf, k, s.first_bad,
                      g.min, g.max, g.n_nan + g.n_inf, inputs);
         return -1;
     }
@@ -484,17 +482,16 @@ static void mark_inputs_reached(const ag_tape *tape, const ag_record *rec, bool 
     }
 }
 
-/* In anomaly mode, a non-finite seed is reported before the sweep starts. */
-static bool seed_is_finite(const ag_tensor *output)
+int ag_anomaly_check_seed(const char *who, const ag_tensor *seed)
 {
-    value_summary s = summarize(output->grad);
+    value_summary s = summarize(seed);
 
     if (s.first_bad == SIZE_MAX)
-        return true;
-    ag_set_error("ag_backward: anomaly mode: the seed gradient holds %zu NaN and "
+        return 0;
+    ag_set_error("%s: anomaly mode: the seed gradient holds %zu NaN and "
                  "%zu inf, the first at element %zu; pass a finite seed",
-                 s.n_nan, s.n_inf, s.first_bad);
-    return false;
+                 who, s.n_nan, s.n_inf, s.first_bad);
+    return -1;
 }
 
 int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
@@ -530,7 +527,7 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
 
     if (seed_output(output, seed) != 0)
         return -1;
-    if (tape->anomaly && !seed_is_finite(output))
+    if (tape->anomaly && ag_anomaly_check_seed("ag_backward", output->grad) != 0)
         return -1;
     if (output->record == NULL)
         return 0; /* a leaf output: its adjoint is the seed */
@@ -575,7 +572,7 @@ int ag_backward(ag_tape *tape, ag_tensor *output, const ag_tensor *seed)
         }
         if (rec->op->backward(tape, rec) != 0)
             return -1;
-        if (tape->anomaly && check_adjoints(rec) != 0)
+        if (tape->anomaly && ag_anomaly_check_adjoints("ag_backward", rec) != 0)
             return -1;
     }
     return 0;

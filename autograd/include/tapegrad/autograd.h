@@ -118,10 +118,11 @@ bool ag_tape_is_recording(const ag_tape *tape);
 
 /* Turns anomaly mode on or off and returns the previous setting. Off by
  * default. In anomaly mode every op applied on the tape checks its output,
- * and ag_backward checks the seed and, after each record's backward rule,
- * the adjoints that rule added into, for NaN and infinity. The first
- * non-finite value stops the computation: the op returns NULL, or
- * ag_backward returns -1. The error names the op and its record index (the
+ * and ag_backward and ag_grad check the seed and, after each record's
+ * backward rule, the adjoints that rule added into, for NaN and infinity
+ * (with create_graph, the adjoints are built by ops, which check their
+ * outputs). The first non-finite value stops the computation: the op
+ * returns NULL, or ag_backward or ag_grad returns -1. The error names the op and its record index (the
  * tape size for an op that is not recorded). It also gives the count of NaN
  * and inf, the first bad element, and the shape, dtype, min, max and
  * non-finite count of each input. Values that are legitimately infinite
