@@ -579,6 +579,29 @@ START_TEST(nan_output_is_error)
 }
 END_TEST
 
+static ag_tensor *f_exp_sum(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
+{
+    (void)n;
+    (void)user;
+    return ag_sum(tape, ag_exp(tape, inputs[0]));
+}
+
+/* exp(100) overflows f32 but not f64: the f32 partials are inf, which is
+ * not a wrong backward rule, so the check reports that it cannot run. */
+START_TEST(f32_overflow_is_error)
+{
+    ag_tensor *x = heap_input(AG_F32, AG_SHAPE(2), (const double[]){1.0, 100.0}, true);
+    ag_gradcheck_result result;
+
+    ck_assert_int_eq(ag_gradcheck(f_exp_sum, NULL, 1, &x, NULL, &result), -1);
+    ck_assert(!result.passed);
+    ck_assert_msg(strstr(ag_error(), "f(x) is inf at output element 0 in f32") != NULL,
+                  "error: %s", ag_error());
+    ck_assert_ptr_nonnull(strstr(result.message, "pass f64 inputs"));
+    ag_tensor_free(x);
+}
+END_TEST
+
 START_TEST(infinite_output_is_error)
 {
     ag_tensor *x = heap_input(AG_F64, AG_SHAPE(2), (const double[]){1.0, INFINITY}, true);
@@ -677,6 +700,7 @@ int main(void)
     tcase_add_test(tc, defaults_match_pytorch);
     tcase_add_test(tc, nan_output_is_error);
     tcase_add_test(tc, infinite_output_is_error);
+    tcase_add_test(tc, f32_overflow_is_error);
     tcase_add_test(tc, nan_near_input_is_error);
     tcase_add_test(tc, eps_too_small_is_error);
     tcase_add_test(tc, eps_too_small_for_large_x);

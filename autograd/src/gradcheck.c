@@ -186,6 +186,8 @@ static int backward_rows(gradcheck_run *run, ag_tape *tape, ag_tensor *output,
     return 0;
 }
 
+static int fail_with(ag_gradcheck_result *result, const char *format, ...);
+
 /* Runs f on a fresh tape at the inputs' own dtypes and builds the analytic
  * Jacobian. Sets run->n_out and allocates run->jacobian. */
 static int analytic_jacobian(gradcheck_run *run, ag_gradcheck_result *result)
@@ -223,6 +225,21 @@ static int analytic_jacobian(gradcheck_run *run, ag_gradcheck_result *result)
                  run->n_out, run->n_wrt);
         ag_set_error("%s", result->message);
         goto done;
+    }
+    /* f can overflow in f32 where the f64 differences stay finite; its
+     * partials are then no gradient to check. (A non-finite f64 value is
+     * reported with the numeric Jacobian.) */
+    for (size_t j = 0; output->dtype == AG_F32 && j < run->n_out; j++) {
+        double value = ag_tensor_get(output, j);
+
+        if (!isfinite(value)) {
+            fail_with(result,
+                      "ag_gradcheck: f(x) is %g at output element %zu in f32, but "
+                      "the check needs a finite f; pass f64 inputs, or check at a "
+                      "point where f is finite in f32",
+                      value, j);
+            goto done;
+        }
     }
     if (run->n_out > SIZE_MAX / sizeof(double) / run->n_wrt) {
         ag_set_error("%zu x %zu partials overflow the address space", run->n_out,
