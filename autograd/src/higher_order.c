@@ -148,8 +148,8 @@ static int run_graph_rule(grad_sweep *s, const ag_record *rec, const bool *needs
 /* Without create_graph: the op's backward kernel adds into the table's
  * buffers, which stand in for the adjoints while it runs. An input that
  * needs no adjoint shows none, so the kernel skips it (ag_input_grad).
- * In anomaly mode the buffers are checked while they stand in, as
- * ag_backward checks the adjoints after each rule. */
+ * In anomaly mode the buffers are checked while they replace the adjoints,
+ * as ag_backward checks the adjoints after each rule. */
 static int run_kernel_rule(grad_sweep *s, ag_record *rec, const bool *needs_grad)
 {
     ag_tensor *buffers[AG_MAX_INPUTS] = {NULL};

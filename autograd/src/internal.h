@@ -115,7 +115,7 @@ static inline const char *ag_dtype_name(ag_dtype dtype)
  * the division of the exact check. */
 #define AG_SMALL_DIM ((size_t)1 << 26)
 
-/* True when dtype is valid and the shape has 1 to AG_MAX_DIMS dimensions
+/* Returns true when dtype is valid and the shape has 1 to AG_MAX_DIMS dimensions
  * below AG_SMALL_DIM; sets *numel then. False means "check the slow way",
  * not "invalid": ag_tensor_alloc gives the verdict and the message. */
 static inline bool ag_shape_is_small(ag_dtype dtype, int ndim, const size_t *shape,
@@ -257,8 +257,8 @@ void ag_axis_split(const ag_tensor *t, int axis, size_t *outer, size_t *n,
  * Arena tensors get an arena buffer, heap tensors a heap one. */
 ag_tensor *ag_grad_buffer(ag_tensor *t);
 
-/* ag_input_grad for the built-in backward rules, inlined: the adjoint of
- * input i, or NULL when that input needs none. */
+/* Returns the adjoint of input i, or NULL when that input needs none: the
+ * inline form of ag_input_grad for the built-in backward rules. */
 static inline ag_tensor *ag_adjoint_of(const ag_record *rec, int i)
 {
     ag_tensor *x = rec->inputs[i];
@@ -305,7 +305,7 @@ ag_tensor *ag_masked(ag_tape *tape, ag_tensor *x, ag_tensor *mask);
 
 /* ---- anomaly mode ---- */
 
-/* Returns -1 with an error naming `who` when the seed gradient holds a NaN
+/* Returns -1 with an error naming `who` when the seed gradient contains a NaN
  * or an infinity, and 0 otherwise. */
 int ag_anomaly_check_seed(const char *who, const ag_tensor *seed);
 

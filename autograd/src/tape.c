@@ -268,8 +268,8 @@ AG_COLD static ag_tensor *apply_error(ag_tape *tape, const ag_op *op, int n_inpu
     return NULL;
 }
 
-/* The output tensor of `op`, of the dtype and shape its shape rule set.
- * Returns NULL with an error naming the op when the shape is invalid or
+/* Allocates the output tensor of `op`, of the dtype and shape its shape rule
+ * set. Returns NULL with an error naming the op when the shape is invalid or
  * memory runs out. */
 static ag_tensor *apply_output(ag_tape *tape, const ag_op *op, ag_dtype dtype,
                                int ndim, const size_t *shape)
@@ -289,9 +289,9 @@ static ag_tensor *apply_output(ag_tape *tape, const ag_op *op, ag_dtype dtype,
     return ag_tensor_alloc(tape, dtype, ndim, shape, op->name);
 }
 
-/* True when the output of `op` has the dtype and shape of input 0 without
- * asking its shape rule: a unary elementwise op, or a binary one whose
- * inputs have one shape (shape entries past ndim are 0 in every tensor). */
+/* Returns true when the output of `op` has the dtype and shape of input 0,
+ * so its shape rule need not run. This is the case for a unary elementwise op, and
+ * for a binary one whose inputs have one shape. */
 static bool keeps_input_shape(const ag_op *op, int n_inputs, ag_tensor *const *inputs)
 {
     if (op->shape == ag_shape_like_input)
@@ -354,7 +354,7 @@ static inline void record_init(ag_record *rec, const ag_op *op, int n_inputs,
 ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
                     ag_tensor *const *inputs, int n_params, const double *params)
 {
-    /* One test covers every argument; apply_error says which one failed. */
+    /* One test covers every argument, and apply_error reports which one failed. */
     if (tape == NULL || op == NULL || inputs == NULL || n_inputs != op->n_inputs ||
         n_inputs < 1 || n_inputs > AG_MAX_INPUTS || op->shape == NULL ||
         op->forward == NULL || (unsigned)n_params > AG_MAX_PARAMS ||
@@ -391,7 +391,7 @@ ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
             return NULL;
         }
         record_init(rec, op, n_inputs, inputs, n_params, params);
-        rec->output = NULL; /* the shape rule sees no output */
+        rec->output = NULL; /* set once the shape rule has run */
 
         ag_dtype dtype;
         int ndim;
