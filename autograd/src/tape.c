@@ -290,8 +290,8 @@ static ag_tensor *apply_output(ag_tape *tape, const ag_op *op, ag_dtype dtype,
 }
 
 /* Returns true when the output of `op` has the dtype and shape of input 0,
- * so its shape rule need not run. This is the case for a unary elementwise op, and
- * for a binary one whose inputs have one shape. */
+ * so its shape rule need not run: a unary elementwise op, or a binary one
+ * whose inputs have one shape. */
 static bool keeps_input_shape(const ag_op *op, int n_inputs, ag_tensor *const *inputs)
 {
     if (op->shape == ag_shape_like_input)
