@@ -607,6 +607,15 @@ ag_tensor *nn_cross_entropy_loss(ag_tape *tape, ag_tensor *logits, ag_tensor *la
                           register_cross_entropy) != 0)
         return NULL;
 
+    /* Labels get no gradient. Handing the op a detached view when they
+     * require one keeps them out of the backward sweep and keeps
+     * ag_check_records from moving class indices off the integers. */
+    if (tape != NULL && ag_tensor_requires_grad(labels)) {
+        labels = ag_detach(tape, labels);
+        if (labels == NULL)
+            return NULL;
+    }
+
     ag_tensor *inputs[2] = {logits, labels};
     return ag_apply(tape, &cross_entropy_op, 2, inputs, 0, NULL);
 }
