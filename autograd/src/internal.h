@@ -134,9 +134,21 @@ static inline bool ag_shape_is_small(ag_dtype dtype, int ndim, const size_t *sha
     return small;
 }
 
-/* Sets every field of a new tensor from a shape of `ndim` dimensions. Of
- * the name only the first byte is written (an empty name), because this
- * runs once per op. */
+/* Sets the fields of a new tensor that do not depend on its shape: no
+ * gradient, no record, and an empty name (only the first byte is written,
+ * because this runs once per op). */
+static inline void ag_tensor_init_fresh(ag_tensor *t, ag_tape *tape, void *data)
+{
+    t->data = data;
+    t->grad = NULL;
+    t->record = NULL;
+    t->tape = tape;
+    t->requires_grad = false;
+    t->owns_data = tape == NULL;
+    t->name[0] = '\0';
+}
+
+/* Sets every field of a new tensor from a shape of `ndim` dimensions. */
 static inline void ag_tensor_init(ag_tensor *t, ag_tape *tape, ag_dtype dtype,
                                   int ndim, const size_t *shape, size_t numel,
                                   void *data)
@@ -147,13 +159,7 @@ static inline void ag_tensor_init(ag_tensor *t, ag_tape *tape, ag_dtype dtype,
     for (int i = 0; i < ndim; i++)
         t->shape[i] = shape[i];
     t->numel = numel;
-    t->data = data;
-    t->grad = NULL;
-    t->record = NULL;
-    t->tape = tape;
-    t->requires_grad = false;
-    t->owns_data = tape == NULL;
-    t->name[0] = '\0';
+    ag_tensor_init_fresh(t, tape, data);
 }
 
 /* Bytes from the start of an arena tensor to its data: the header, rounded
@@ -197,13 +203,7 @@ static inline void ag_tensor_init_like(ag_tensor *t, ag_tape *tape,
     t->ndim = like->ndim;
     memcpy(t->shape, like->shape, sizeof t->shape);
     t->numel = like->numel;
-    t->data = data;
-    t->grad = NULL;
-    t->record = NULL;
-    t->tape = tape;
-    t->requires_grad = false;
-    t->owns_data = tape == NULL;
-    t->name[0] = '\0';
+    ag_tensor_init_fresh(t, tape, data);
 }
 
 /* Gives the arena tensor t a zeroed adjoint in the arena and returns it, or
