@@ -602,6 +602,38 @@ START_TEST(f32_overflow_is_error)
 }
 END_TEST
 
+static ag_tensor *f_log_sum(ag_tape *tape, ag_tensor *const *inputs, int n, void *user)
+{
+    (void)n;
+    (void)user;
+    return ag_sum(tape, ag_log(tape, inputs[0]));
+}
+
+/* log(0) is -inf and log(-1) is NaN in f64 too, so f64 inputs do not help.
+ * The f32 check must leave these cases to the f64 check of f(x), which
+ * prints a NaN as "nan". */
+START_TEST(f32_nonfinite_in_f64_keeps_message)
+{
+    const double at_zero[2] = {0.0, 1.0};
+    const double negative[2] = {-1.0, 1.0};
+    ag_gradcheck_result result;
+    ag_tensor *x = heap_input(AG_F32, AG_SHAPE(2), at_zero, true);
+
+    ck_assert_int_eq(ag_gradcheck(f_log_sum, NULL, 1, &x, NULL, &result), -1);
+    ck_assert_msg(strstr(ag_error(), "central differences need a finite f") != NULL,
+                  "error: %s", ag_error());
+    ck_assert_ptr_null(strstr(result.message, "pass f64 inputs"));
+    ag_tensor_free(x);
+
+    x = heap_input(AG_F32, AG_SHAPE(2), negative, true);
+    ck_assert_int_eq(ag_gradcheck(f_log_sum, NULL, 1, &x, NULL, &result), -1);
+    ck_assert_msg(strstr(ag_error(), "f(x) is nan at output element 0") != NULL,
+                  "error: %s", ag_error());
+    ck_assert_ptr_null(strstr(result.message, "-nan"));
+    ag_tensor_free(x);
+}
+END_TEST
+
 START_TEST(infinite_output_is_error)
 {
     ag_tensor *x = heap_input(AG_F64, AG_SHAPE(2), (const double[]){1.0, INFINITY}, true);
@@ -701,6 +733,7 @@ int main(void)
     tcase_add_test(tc, nan_output_is_error);
     tcase_add_test(tc, infinite_output_is_error);
     tcase_add_test(tc, f32_overflow_is_error);
+    tcase_add_test(tc, f32_nonfinite_in_f64_keeps_message);
     tcase_add_test(tc, nan_near_input_is_error);
     tcase_add_test(tc, eps_too_small_is_error);
     tcase_add_test(tc, eps_too_small_for_large_x);

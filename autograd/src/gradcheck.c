@@ -36,6 +36,11 @@ typedef struct gradcheck_run {
     double *plus_half; /* f(x + eps/2 u_e), evaluated at candidate kinks */
     double *minus_half;
 
+    /* The first element of f(x) that is not finite at the inputs' own
+     * dtype, or SIZE_MAX; reported once f(x) in f64 proved finite. */
+    size_t first_nonfinite;
+    double nonfinite_value;
+
     bool any_analytic_nonzero;
     bool any_numeric_nonzero;
     bool any_failed;
@@ -186,8 +191,6 @@ static int backward_rows(gradcheck_run *run, ag_tape *tape, ag_tensor *output,
     return 0;
 }
 
-static int fail_with(ag_gradcheck_result *result, const char *format, ...);
-
 /* Runs f on a fresh tape at the inputs' own dtypes and builds the analytic
  * Jacobian. Sets run->n_out and allocates run->jacobian. */
 static int analytic_jacobian(gradcheck_run *run, ag_gradcheck_result *result)
@@ -226,19 +229,16 @@ static int analytic_jacobian(gradcheck_run *run, ag_gradcheck_result *result)
         ag_set_error("%s", result->message);
         goto done;
     }
-    /* f can overflow in f32 where the f64 differences stay finite; its
-     * partials are then no gradient to check. (A non-finite f64 value is
-     * reported with the numeric Jacobian.) */
-    for (size_t j = 0; output->dtype == AG_F32 && j < run->n_out; j++) {
+    /* f can overflow in f32 where the f64 differences stay finite. Which
+     * case it is shows once f(x) is known in f64 (require_finite_own). */
+    run->first_nonfinite = SIZE_MAX;
+    for (size_t j = 0; j < run->n_out; j++) {
         double value = ag_tensor_get(output, j);
 
         if (!isfinite(value)) {
-            fail_with(result,
-                      "ag_gradcheck: f(x) is %g at output element %zu in f32, but "
-                      "the check needs a finite f; pass f64 inputs, or check at a "
-                      "point where f is finite in f32",
-                      value, j);
-            goto done;
+            run->first_nonfinite = j;
+            run->nonfinite_value = isnan(value) ? NAN : value;
+            break;
         }
     }
     if (run->n_out > SIZE_MAX / sizeof(double) / run->n_wrt) {
@@ -326,6 +326,20 @@ static int require_finite_center(const gradcheck_run *run, ag_gradcheck_result *
                              isnan(run->center[j]) ? NAN : run->center[j], j);
     }
     return 0;
+}
+
+/* Rejects a non-finite f(x) at the inputs' own dtype (f32) when f(x) is
+ * finite in f64: the analytic partials then come from an overflowed f and
+ * are no gradient to check. */
+static int require_finite_own(const gradcheck_run *run, ag_gradcheck_result *result)
+{
+    if (run->first_nonfinite == SIZE_MAX)
+        return 0;
+    return fail_with(result,
+                     "ag_gradcheck: f(x) is %g at output element %zu in f32 but "
+                     "finite in f64, and the check needs a finite f; pass f64 "
+                     "inputs, or check at a point where f is finite in f32",
+                     run->nonfinite_value, run->first_nonfinite);
 }
 
 /* Rejects a non-finite f at a moved point. There f is not finite within the
@@ -508,7 +522,7 @@ static int numeric_columns(gradcheck_run *run, ag_gradcheck_result *result)
         ag_tensor_set_name(run->work[i], run->inputs[i]->name);
     }
     if (evaluate_f64(run, tape, "at the inputs", run->center, result) != 0 ||
-        require_finite_center(run, result) != 0)
+        require_finite_center(run, result) != 0 || require_finite_own(run, result) != 0)
         goto done;
 
     for (int i = 0; i < run->n_inputs; i++) {
