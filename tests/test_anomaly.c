@@ -235,6 +235,27 @@ START_TEST(anomaly_grad_with_graph)
 }
 END_TEST
 
+/* ag_backward reports a non-finite seed even when no gradient flows from it,
+ * so ag_grad must too when no requested input is on the output's path. */
+START_TEST(anomaly_grad_seed_checked_off_path)
+{
+    const double values[2] = {1.0, 2.0};
+    const double seed_values[2] = {NAN, 1.0};
+    ag_tape *tape = ag_tape_new();
+    ag_tape_set_anomaly_mode(tape, true);
+    ag_tensor *x = leaf(tape, AG_F64, AG_SHAPE(2), values);
+    ag_tensor *w = leaf(tape, AG_F64, AG_SHAPE(2), values);
+    ag_tensor *y = ag_exp(tape, w); /* y does not depend on x. */
+    ag_tensor *seed = ag_tensor_from_doubles(tape, AG_F64, AG_SHAPE(2), seed_values);
+    ag_tensor *grad = NULL;
+
+    ck_assert_ptr_nonnull(y);
+    ck_assert_int_eq(ag_grad(tape, y, seed, 1, &x, &grad, false), -1);
+    assert_error_mentions("ag_grad: anomaly mode: the seed gradient holds 1 NaN");
+    ag_tape_free(tape);
+}
+END_TEST
+
 START_TEST(anomaly_finite_run_unchanged)
 {
     /* With finite values the mode changes neither values nor gradients:
@@ -292,6 +313,7 @@ static Suite *anomaly_suite(void)
     tcase_add_test(tc, anomaly_seed_checked);
     tcase_add_test(tc, anomaly_grad_without_graph);
     tcase_add_test(tc, anomaly_grad_seed_checked);
+    tcase_add_test(tc, anomaly_grad_seed_checked_off_path);
     tcase_add_test(tc, anomaly_grad_with_graph);
     tcase_add_test(tc, anomaly_finite_run_unchanged);
     tcase_add_test(tc, anomaly_relu_passes_nan_to_report);

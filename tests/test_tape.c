@@ -1,6 +1,7 @@
 /* The tape: accumulation into adjoints, repeated backward calls, seeds,
  * recording switches, detaching, arena reuse and seeded random numbers. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "check_helpers.h"
@@ -476,6 +477,115 @@ START_TEST(elementwise_output_shapes)
 }
 END_TEST
 
+static int unnamed_shape(const ag_record *rec, ag_dtype *dtype, int *ndim, size_t *shape)
+{
+    const ag_tensor *x = rec->inputs[0];
+
+    *dtype = ag_tensor_dtype(x);
+    *ndim = ag_tensor_ndim(x);
+    memcpy(shape, ag_tensor_shape(x), (size_t)*ndim * sizeof *shape);
+    return 0;
+}
+
+static int unnamed_forward(ag_tape *tape, ag_record *rec)
+{
+    (void)tape;
+    (void)rec;
+    return 0;
+}
+
+/* Every message names the op, so ag_apply rejects an op without a name, as
+ * ag_op_register does. */
+START_TEST(apply_rejects_unnamed_op)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *x = ag_scalar(tape, AG_F64, 1.0);
+    ag_tensor *two[2] = {x, x};
+    const ag_op op = {.name = NULL, .n_inputs = 1, .shape = unnamed_shape,
+                      .forward = unnamed_forward};
+
+    const ag_op empty = {.name = "", .n_inputs = 1, .shape = unnamed_shape,
+                         .forward = unnamed_forward};
+
+    ck_assert_error_contains(ag_apply(tape, &op, 2, two, 0, NULL),
+                             "ag_apply: op \"\" is incomplete: it needs a name");
+    ck_assert_error_contains(ag_apply(tape, &empty, 1, &x, 0, NULL),
+                             "ag_apply: op \"\" is incomplete: it needs a name");
+    ck_assert_error_contains(ag_apply(tape, &empty, 1, NULL, 0, NULL),
+                             "ag_apply: inputs is NULL for 1 input;");
+    ag_tape_free(tape);
+}
+END_TEST
+
+/* Checks edge shapes of the one-bump path, forward and backward: empty
+ * tensors, single elements of different ranks, six dimensions and reshapes. */
+START_TEST(elementwise_edge_shapes)
+{
+    ag_tape *tape = ag_tape_new();
+    ag_tensor *empty = ag_zeros(tape, AG_F64, AG_SHAPE(3, 0, 2));
+    ag_tensor *scalar = ag_full(tape, AG_F64, AG_SHAPE(1), 2.0);
+    ag_tensor *cube = ag_full(tape, AG_F64, AG_SHAPE(1, 1, 1), 3.0);
+    ag_tensor *x = ag_full(tape, AG_F64, AG_SHAPE(2, 3, 4), 0.5);
+
+    ck_assert_int_eq(ag_tensor_set_requires_grad(empty, true), 0);
+    ck_assert_int_eq(ag_tensor_set_requires_grad(scalar, true), 0);
+    ck_assert_int_eq(ag_tensor_set_requires_grad(x, true), 0);
+
+    ag_tensor *empty_product = ag_mul(tape, ag_exp(tape, empty), empty);
+    ck_assert_int_eq(ag_tensor_ndim(empty_product), 3);
+    ck_assert_uint_eq(ag_tensor_numel(empty_product), 0);
+    ck_assert_uint_eq(ag_tensor_shape(empty_product)[1], 0);
+
+    /* A (1) times a (1x1x1) gives a (1x1x1). */
+    ag_tensor *product = ag_mul(tape, scalar, cube);
+    ck_assert_int_eq(ag_tensor_ndim(product), 3);
+    ck_assert_double_eq(ag_tensor_item(product), 6.0);
+
+    ag_tensor *six_dims = ag_reshape(tape, x, AG_SHAPE(1, 2, 1, 3, 4, 1));
+    ag_tensor *matrix = ag_reshape(tape, six_dims, AG_SHAPE(6, 4));
+    ag_tensor *exp_product = ag_mul(tape, ag_exp(tape, six_dims), six_dims);
+    ck_assert_int_eq(ag_tensor_ndim(exp_product), 6);
+    ck_assert_uint_eq(ag_tensor_shape(exp_product)[4], 4);
+    ck_assert_ptr_null(ag_add(tape, matrix, ag_reshape(tape, x, AG_SHAPE(4, 6))));
+
+    ag_tensor *elementwise = ag_add(tape, ag_sum(tape, exp_product), ag_sum(tape, empty_product));
+    ag_tensor *scaled = ag_sum(tape, ag_mul(tape, product, ag_sum(tape, matrix)));
+    ag_tensor *loss = ag_add(tape, elementwise, scaled);
+    ck_assert_int_eq(ag_backward(tape, loss, NULL), 0);
+    /* The loss contains x e^x + 6 x per element, so dloss/dx = e^x (1 + x) + 6. */
+    ck_assert_double_eq_tol(ag_tensor_get(ag_tensor_grad(x), 23),
+                            exp(0.5) * 1.5 + 6.0, 1e-12);
+    /* The loss contains 3 * scalar * sum(x), and sum(x) = 24 * 0.5. */
+    ck_assert_double_eq_tol(ag_tensor_item(ag_tensor_grad(scalar)), 36.0, 1e-12);
+    ck_assert_uint_eq(ag_tensor_numel(ag_tensor_grad(empty)), 0);
+    ag_tape_free(tape);
+}
+END_TEST
+
+/* Checks that outputs and adjoints of 64 bytes or more start on a cache
+ * line, also after a small tensor has moved the arena cursor off one. */
+START_TEST(elementwise_output_alignment)
+{
+    ag_tape *tape = ag_tape_new();
+
+    for (size_t n = 1; n <= 20; n++) {
+        ag_tape_reset(tape);
+        ag_tensor *small = ag_scalar(tape, AG_F32, 1.0);
+        ag_tensor *values = ag_full(tape, AG_F32, 1, (const size_t[]){n}, 0.5);
+        ck_assert_int_eq(ag_tensor_set_requires_grad(values, true), 0);
+        ag_tensor *y = ag_mul(tape, ag_exp(tape, values), values);
+        ck_assert_ptr_nonnull(ag_add(tape, ag_exp(tape, small), small));
+        ck_assert_int_eq(ag_backward(tape, ag_sum(tape, y), NULL), 0);
+
+        uintptr_t align = n * sizeof(float) >= 64 ? 64 : 16;
+        ck_assert_uint_eq((uintptr_t)ag_tensor_data(y) % align, 0);
+        ck_assert_uint_eq((uintptr_t)ag_tensor_data(ag_tensor_grad(y)) % align, 0);
+        ck_assert_uint_eq((uintptr_t)ag_tensor_data(ag_tensor_grad(values)) % align, 0);
+    }
+    ag_tape_free(tape);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("tape");
@@ -506,6 +616,9 @@ int main(void)
     tcase_add_test(tc, apply_rejects_incomplete_op);
     tcase_add_test(tc, apply_keeps_message_of_null_input);
     tcase_add_test(tc, elementwise_output_shapes);
+    tcase_add_test(tc, apply_rejects_unnamed_op);
+    tcase_add_test(tc, elementwise_edge_shapes);
+    tcase_add_test(tc, elementwise_output_alignment);
     suite_add_tcase(suite, tc);
     return run_suite(suite);
 }

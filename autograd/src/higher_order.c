@@ -196,10 +196,12 @@ static int seed_sweep(grad_sweep *s, ag_tensor *output, ag_tensor *seed)
     ag_tensor **slot = adjoint_slot(s, output);
     ag_tensor *start;
 
-    if (slot == NULL)
-        return 0; /* no requested input is on the output's path */
+    /* Checked first, because ag_backward reports a bad seed even when no
+     * gradient flows from it. */
     if (seed != NULL && s->tape->anomaly && ag_anomaly_check_seed("ag_grad", seed) != 0)
         return -1;
+    if (slot == NULL)
+        return 0; /* no requested input is on the output's path */
     if (seed == NULL)
         start = ag_ones(s->tape, output->dtype, output->ndim, output->shape);
     else if (s->create_graph)

@@ -212,8 +212,8 @@ AG_COLD static ag_tensor *apply_error(ag_tape *tape, const ag_op *op, int n_inpu
                                       const double *params)
 {
     if (inputs == NULL && n_inputs > 0) {
-        ag_set_error("ag_apply: inputs is NULL for %d inputs; pass the array",
-                     n_inputs);
+        ag_set_error("ag_apply: inputs is NULL for %d input%s; pass the array",
+                     n_inputs, n_inputs == 1 ? "" : "s");
         return NULL;
     }
     /* A NULL input is an earlier failure: keep its message. */
@@ -225,13 +225,12 @@ AG_COLD static ag_tensor *apply_error(ag_tape *tape, const ag_op *op, int n_inpu
         ag_set_error("ag_apply: %s is NULL", tape == NULL ? "tape" : "op");
         return NULL;
     }
-    if (op->n_inputs < 1 || op->n_inputs > AG_MAX_INPUTS || op->shape == NULL ||
-        op->forward == NULL) {
-        ag_set_error("ag_apply: op \"%s\" is incomplete: it needs shape and "
-                     "forward functions and 1 to %d inputs (it declares %d); "
+    if (op->name == NULL || op->name[0] == '\0' || op->n_inputs < 1 ||
+        op->n_inputs > AG_MAX_INPUTS || op->shape == NULL || op->forward == NULL) {
+        ag_set_error("ag_apply: op \"%s\" is incomplete: it needs a name, shape "
+                     "and forward functions and 1 to %d inputs (it declares %d); "
                      "ag_op_register checks a definition",
-                     op->name == NULL ? "(unnamed)" : op->name, AG_MAX_INPUTS,
-                     op->n_inputs);
+                     op->name == NULL ? "" : op->name, AG_MAX_INPUTS, op->n_inputs);
         return NULL;
     }
     if (n_inputs != op->n_inputs) {
@@ -356,9 +355,9 @@ ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
 {
     /* One test covers every argument, and apply_error reports which one failed. */
     if (tape == NULL || op == NULL || inputs == NULL || n_inputs != op->n_inputs ||
-        n_inputs < 1 || n_inputs > AG_MAX_INPUTS || op->shape == NULL ||
-        op->forward == NULL || (unsigned)n_params > AG_MAX_PARAMS ||
-        (n_params > 0 && params == NULL))
+        n_inputs < 1 || n_inputs > AG_MAX_INPUTS || op->name == NULL ||
+        op->name[0] == '\0' || op->shape == NULL || op->forward == NULL ||
+        (unsigned)n_params > AG_MAX_PARAMS || (n_params > 0 && params == NULL))
         return apply_error(tape, op, n_inputs, inputs, n_params, params);
 
     bool needs_grad = false;

@@ -503,7 +503,7 @@ const ag_op *ag_op_find(const char *name);
 /* Applies an op: runs its shape rule and forward kernel on a new output
  * tensor, and records it when the tape records and an input requires a
  * gradient. `params` may be NULL when n_params is 0. The op need not be
- * registered, but it needs shape and forward functions and 1 to
+ * registered, but it needs a name, shape and forward functions and 1 to
  * AG_MAX_INPUTS inputs. Returns the output, or NULL with an error (a NULL
  * input keeps the earlier message). */
 ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
