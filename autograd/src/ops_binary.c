@@ -12,7 +12,7 @@
 #include <string.h>
 #include <tgmath.h>
 
-#include "internal.h"
+#include "apply.h"
 
 /* ---- broadcast layout ----------------------------------------------------- */
 
@@ -440,10 +440,19 @@ BINARY_GRAPH_RULE(minimum, ag_mul(tape, g, maximum_share(tape, b, a)),
 
 /* ---- public entry points -------------------------------------------------- */
 
-ag_tensor *ag_add(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return ag_apply2(tape, &ag_op_add, a, b); }
-ag_tensor *ag_sub(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return ag_apply2(tape, &ag_op_sub, a, b); }
-ag_tensor *ag_mul(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return ag_apply2(tape, &ag_op_mul, a, b); }
-ag_tensor *ag_div(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return ag_apply2(tape, &ag_op_div, a, b); }
-ag_tensor *ag_pow(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return ag_apply2(tape, &ag_op_pow, a, b); }
-ag_tensor *ag_maximum(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return ag_apply2(tape, &ag_op_maximum, a, b); }
-ag_tensor *ag_minimum(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return ag_apply2(tape, &ag_op_minimum, a, b); }
+/* The entry points apply their op through the inline body of ag_apply, so
+ * the compiler knows the op and calls its forward kernel directly. */
+static inline ag_tensor *apply_binary(ag_tape *tape, const ag_op *op, ag_tensor *a,
+                                      ag_tensor *b)
+{
+    ag_tensor *inputs[2] = {a, b};
+    return ag_apply_inline(tape, op, 2, inputs, 0, NULL);
+}
+
+ag_tensor *ag_add(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return apply_binary(tape, &ag_op_add, a, b); }
+ag_tensor *ag_sub(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return apply_binary(tape, &ag_op_sub, a, b); }
+ag_tensor *ag_mul(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return apply_binary(tape, &ag_op_mul, a, b); }
+ag_tensor *ag_div(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return apply_binary(tape, &ag_op_div, a, b); }
+ag_tensor *ag_pow(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return apply_binary(tape, &ag_op_pow, a, b); }
+ag_tensor *ag_maximum(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return apply_binary(tape, &ag_op_maximum, a, b); }
+ag_tensor *ag_minimum(ag_tape *tape, ag_tensor *a, ag_tensor *b) { return apply_binary(tape, &ag_op_minimum, a, b); }

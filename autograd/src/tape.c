@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "apply.h"
 
 /* ---- lifetime ------------------------------------------------------------- */
 
@@ -139,9 +139,7 @@ static void describe_inputs(const ag_record *rec, char *buf, size_t size)
     }
 }
 
-/* Reports a NaN or inf in the output of `rec` (forward) and returns -1. The
- * record index is the one the op has, or would have had, on the tape. */
-static int check_output(const ag_tape *tape, const ag_record *rec, bool recorded)
+int ag_anomaly_check_output(const ag_tape *tape, const ag_record *rec, bool recorded)
 {
     value_summary s = summarize(rec->output);
     char shape[64];
@@ -188,28 +186,22 @@ int ag_anomaly_check_adjoints(const char *who, const ag_record *rec)
 
 /* ---- applying an op ------------------------------------------------------- */
 
-static int append_record(ag_tape *tape, ag_record *rec)
+int ag_tape_grow_records(ag_tape *tape)
 {
-    if (tape->n_records == tape->cap_records) {
-        size_t cap = tape->cap_records == 0 ? 256 : 2 * tape->cap_records;
-        ag_record **grown = ag_heap_realloc(tape->records, cap * sizeof *grown);
+    size_t cap = tape->cap_records == 0 ? 256 : 2 * tape->cap_records;
+    ag_record **grown = ag_heap_realloc(tape->records, cap * sizeof *grown);
 
-        if (grown == NULL)
-            return -1;
-        tape->records = grown;
-        tape->cap_records = cap;
-    }
-    rec->index = tape->n_records;
-    tape->records[tape->n_records++] = rec;
+    if (grown == NULL)
+        return -1;
+    tape->records = grown;
+    tape->cap_records = cap;
     return 0;
 }
 
-/* Reports why ag_apply cannot run `op` on these arguments and returns NULL.
- * ag_apply calls it only when one of its checks failed; the checks here run
- * in the order in which their messages take precedence. */
-AG_COLD static ag_tensor *apply_error(ag_tape *tape, const ag_op *op, int n_inputs,
-                                      ag_tensor *const *inputs, int n_params,
-                                      const double *params)
+/* The checks here run in the order in which their messages take
+ * precedence. */
+ag_tensor *ag_apply_reject(ag_tape *tape, const ag_op *op, int n_inputs,
+                           ag_tensor *const *inputs, int n_params, const double *params)
 {
     if (inputs == NULL && n_inputs > 0) {
         ag_set_error("ag_apply: inputs is NULL for %d input%s; pass the array",
@@ -288,137 +280,33 @@ static ag_tensor *apply_output(ag_tape *tape, const ag_op *op, ag_dtype dtype,
     return ag_tensor_alloc(tape, dtype, ndim, shape, op->name);
 }
 
-/* Returns true when the output of `op` has the dtype and shape of input 0,
- * so its shape rule need not run: a unary elementwise op, or a binary one
- * whose inputs have one shape. */
-static bool keeps_input_shape(const ag_op *op, int n_inputs, ag_tensor *const *inputs)
+ag_tensor *ag_apply_shaped(ag_tape *tape, const ag_op *op, int n_inputs,
+                           ag_tensor *const *inputs, int n_params, const double *params,
+                           bool needs_grad)
 {
-    if (op->shape == ag_shape_like_input)
-        return true;
-    if (op->shape != ag_shape_broadcast || n_inputs != 2)
-        return false;
-
-    const ag_tensor *a = inputs[0];
-    const ag_tensor *b = inputs[1];
-    if (a->ndim != b->ndim || a->numel != b->numel)
-        return false;
-    /* One element in the same rank: every dimension is 1. */
-    return a->numel == 1 || memcmp(a->shape, b->shape, sizeof a->shape) == 0;
-}
-
-/* Allocates a record and an output shaped like `like` in one arena bump:
- * the record, then the tensor header, then the data. Returns the record
- * with rec->output set and the other fields unset, or NULL when out of
- * memory (without a message). */
-static ag_record *record_with_output_like(ag_tape *tape, const ag_tensor *like)
-{
-    /* The sizes are multiples of AG_SMALL_ALIGN, so the header stays
-     * aligned after the record. */
-    enum { REC_SIZE = (sizeof(ag_record) + AG_SMALL_ALIGN - 1) & ~(AG_SMALL_ALIGN - 1) };
-    size_t bytes = like->numel * ag_dtype_size(like->dtype);
-    size_t align = ag_arena_align(bytes);
-    size_t data_offset = (REC_SIZE + sizeof(ag_tensor) + (align - 1)) & ~(align - 1);
-    unsigned char *block = ag_arena_alloc_aligned(&tape->arena, data_offset + bytes, align);
-
-    if (block == NULL)
+    ag_record *rec = ag_arena_alloc_aligned(&tape->arena, sizeof *rec, AG_SMALL_ALIGN);
+    if (rec == NULL) {
+        ag_set_error("ag_%s: out of memory", op->name);
         return NULL;
+    }
+    ag_record_init(rec, op, n_inputs, inputs, n_params, params);
+    rec->output = NULL; /* set once the shape rule has run */
 
-    ag_record *rec = (ag_record *)block;
-    ag_tensor *out = (ag_tensor *)(block + REC_SIZE);
-    ag_tensor_init_like(out, tape, like, block + data_offset);
-    rec->output = out;
-    return rec;
-}
-
-/* Sets the fields of a new record but its output; unused inputs and params
- * are zero. */
-static inline void record_init(ag_record *rec, const ag_op *op, int n_inputs,
-                               ag_tensor *const *inputs, int n_params,
-                               const double *params)
-{
-    rec->op = op;
-    rec->n_inputs = n_inputs;
-    /* Clearing the whole arrays first takes a few fixed-size stores,
-     * whereas GCC turns a loop over the unused tail into a call to memset. */
-    memset(rec->inputs, 0, sizeof rec->inputs);
-    memset(rec->params, 0, sizeof rec->params);
-    for (int i = 0; i < n_inputs; i++)
-        rec->inputs[i] = inputs[i];
-    for (int i = 0; i < n_params; i++)
-        rec->params[i] = params[i];
-    rec->saved = NULL;
-    rec->index = 0;
+    ag_dtype dtype;
+    int ndim;
+    size_t shape[AG_MAX_DIMS];
+    if (op->shape(rec, &dtype, &ndim, shape) != 0)
+        return NULL;
+    rec->output = apply_output(tape, op, dtype, ndim, shape);
+    if (rec->output == NULL || op->forward(tape, rec) != 0)
+        return NULL;
+    return ag_apply_finish(tape, rec, needs_grad);
 }
 
 ag_tensor *ag_apply(ag_tape *tape, const ag_op *op, int n_inputs,
                     ag_tensor *const *inputs, int n_params, const double *params)
 {
-    /* One test covers every argument, and apply_error reports which one failed. */
-    if (tape == NULL || op == NULL || inputs == NULL || n_inputs != op->n_inputs ||
-        n_inputs < 1 || n_inputs > AG_MAX_INPUTS || op->name == NULL ||
-        op->name[0] == '\0' || op->shape == NULL || op->forward == NULL ||
-        (unsigned)n_params > AG_MAX_PARAMS || (n_params > 0 && params == NULL))
-        return apply_error(tape, op, n_inputs, inputs, n_params, params);
-
-    bool needs_grad = false;
-    for (int i = 0; i < n_inputs; i++) {
-        const ag_tensor *t = inputs[i];
-
-        if (t == NULL || (t->tape != NULL && t->tape != tape) ||
-            t->dtype != inputs[0]->dtype)
-            return apply_error(tape, op, n_inputs, inputs, n_params, params);
-        needs_grad |= t->requires_grad;
-    }
-
-    ag_record *rec;
-    ag_tensor *out;
-    if (keeps_input_shape(op, n_inputs, inputs)) {
-        /* Elementwise ops, the most frequent, skip the shape rule and
-         * allocate once. */
-        rec = record_with_output_like(tape, inputs[0]);
-        if (rec == NULL) {
-            ag_set_error("ag_%s: out of memory for its output of %zu elements",
-                         op->name, inputs[0]->numel);
-            return NULL;
-        }
-        out = rec->output;
-        record_init(rec, op, n_inputs, inputs, n_params, params);
-    } else {
-        rec = ag_arena_alloc_aligned(&tape->arena, sizeof *rec, AG_SMALL_ALIGN);
-        if (rec == NULL) {
-            ag_set_error("ag_%s: out of memory", op->name);
-            return NULL;
-        }
-        record_init(rec, op, n_inputs, inputs, n_params, params);
-        rec->output = NULL; /* set once the shape rule has run */
-
-        ag_dtype dtype;
-        int ndim;
-        size_t shape[AG_MAX_DIMS];
-        if (op->shape(rec, &dtype, &ndim, shape) != 0)
-            return NULL;
-        out = apply_output(tape, op, dtype, ndim, shape);
-        if (out == NULL)
-            return NULL;
-        rec->output = out;
-    }
-
-    if (op->forward(tape, rec) != 0)
-        return NULL;
-
-    bool record = tape->recording && needs_grad && op->backward != NULL;
-    if (tape->anomaly && check_output(tape, rec, record) != 0)
-        return NULL;
-
-    if (record) {
-        if (append_record(tape, rec) != 0) {
-            ag_set_error("ag_%s: out of memory for the tape's record list", op->name);
-            return NULL;
-        }
-        out->record = rec;
-        out->requires_grad = true;
-    }
-    return out;
+    return ag_apply_inline(tape, op, n_inputs, inputs, n_params, params);
 }
 
 ag_tensor *ag_input_grad(ag_tape *tape, ag_record *rec, int i)
