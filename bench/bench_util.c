@@ -8,6 +8,20 @@
 
 #ifdef AG_HAVE_CBLAS
 void openblas_set_num_threads(int num_threads);
+char *openblas_get_config(void);
+#endif
+
+/* AddressSanitizer defines __SANITIZE_ADDRESS__ under GCC; Clang reports it
+ * through __has_feature. */
+#if defined(__SANITIZE_ADDRESS__)
+#define BENCH_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BENCH_SANITIZED 1
+#endif
+#endif
+#ifndef BENCH_SANITIZED
+#define BENCH_SANITIZED 0
 #endif
 
 double bench_now(void)
@@ -26,6 +40,24 @@ void bench_set_threads(int n)
 #else
     (void)n;
 #endif
+}
+
+void bench_print_build(void)
+{
+#ifdef __OPTIMIZE__
+    const char *optimized = "true";
+#else
+    const char *optimized = "false";
+#endif
+#ifdef AG_HAVE_CBLAS
+    const char *blas = openblas_get_config();
+#else
+    const char *blas = "none (portable kernel)";
+#endif
+
+    /* The OpenBLAS configuration string has no quotes or backslashes. */
+    printf("{\"build\": true, \"optimized\": %s, \"sanitized\": %s, \"blas\": \"%s\"}\n",
+           optimized, BENCH_SANITIZED ? "true" : "false", blas);
 }
 
 /* ---- counting allocator --------------------------------------------------- */

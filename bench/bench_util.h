@@ -21,6 +21,11 @@ double bench_now(void);
 /* Sets the number of OpenBLAS threads (a no-op in a build without OpenBLAS). */
 void bench_set_threads(int n);
 
+/* Prints one JSON line that describes this build: whether the compiler
+ * optimised it, whether AddressSanitizer instruments it, and the BLAS
+ * library's own configuration string (its version and CPU kernel). */
+void bench_print_build(void);
+
 /* Installs an allocator that counts tapegrad's heap allocations (alloc and
  * realloc calls) and passes them on to malloc. Call before creating any
  * tape or tensor. */

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,9 @@ TARGETS = {
     ("epoch", 1): 1.2, ("epoch", 2): 1.4,
 }
 CHAIN_TARGET = 4.0  # maximum ratio of the chain's gradient cost to its function cost
+MAX_REPS = 1000  # the most repetitions tapegrad_bench accepts
+DATA_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 
 
 def parse_args():
@@ -46,12 +48,31 @@ def parse_args():
                         help="alternating rounds of the Fashion-MNIST epoch, 0 to skip it "
                              "(default 3)")
     parser.add_argument("--reps", type=int, default=10,
-                        help="timed repetitions per workload and round (default 10)")
+                        help=f"timed repetitions per workload and round, 1 to {MAX_REPS} "
+                             "(default 10)")
     parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
                         help="Fashion-MNIST directory (default %(default)s)")
     parser.add_argument("--no-torch", action="store_true", help="run tapegrad only")
     parser.add_argument("--json", metavar="FILE", help="also write every result line to FILE")
-    return parser.parse_args()
+    args = parser.parse_args()
+
+    try:
+        args.threads_list = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        parser.error(f"invalid --threads {args.threads!r}: pass comma-separated "
+                     "whole numbers, such as 1,2")
+    if any(t < 1 for t in args.threads_list):
+        parser.error(f"invalid --threads {args.threads!r}: every count must be at least 1")
+    if args.rounds < 1:
+        parser.error(f"invalid --rounds {args.rounds}: pass 1 or more")
+    if args.epoch_rounds < 0:
+        parser.error(f"invalid --epoch-rounds {args.epoch_rounds}: pass 0 (skip) or more")
+    if not 1 <= args.reps <= MAX_REPS:
+        parser.error(f"invalid --reps {args.reps}: pass 1 to {MAX_REPS}")
+    if not (os.path.isfile(args.tapegrad_bench) and os.access(args.tapegrad_bench, os.X_OK)):
+        parser.error(f"{args.tapegrad_bench} is not an executable file; build it with "
+                     "`ninja -C build` or run bench/run.sh")
+    return args
 
 
 def side_env(threads, torch_side):
@@ -86,30 +107,49 @@ def torch_version():
     return completed.stdout.strip() if completed.returncode == 0 else None
 
 
-def system_info():
-    """Return CPU model, core count and OpenBLAS version, for the record."""
-    cpu = platform.processor() or "unknown"
+def cpu_model():
+    """Return the CPU model name from /proc/cpuinfo, for the record."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    openblas = "unknown"
-    if shutil.which("pkg-config"):
-        completed = subprocess.run(["pkg-config", "--modversion", "openblas"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                   text=True, check=False)
-        if completed.returncode == 0:
-            openblas = completed.stdout.strip()
-    return cpu, os.cpu_count(), openblas
+    return platform.processor() or "unknown"
+
+
+def build_info(tapegrad_bench):
+    """Return how tapegrad_bench was built (its --build-info line)."""
+    lines = run_side([tapegrad_bench, "--build-info"], dict(os.environ))
+    if not lines or "optimized" not in lines[0]:
+        sys.exit(f"run.py: {tapegrad_bench} --build-info printed no build line; "
+                 "rebuild it")
+    return lines[0]
+
+
+def build_warnings(build):
+    """Return the reasons why these timings do not represent tapegrad."""
+    warnings = []
+    if not build["optimized"]:
+        warnings.append("tapegrad_bench was built without optimisation (configure the "
+                        "build directory with --buildtype=release)")
+    if build["sanitized"]:
+        warnings.append("tapegrad_bench is instrumented by AddressSanitizer")
+    if build["blas"].startswith("none"):
+        warnings.append("tapegrad_bench was built without OpenBLAS (-Dblas=disabled), so "
+                        "it multiplies with the portable kernel and skips sgemm")
+    return warnings
+
+
+def missing_data(directory):
+    """Return the Fashion-MNIST files missing from `directory`."""
+    return [name for name in DATA_FILES if not os.path.isfile(os.path.join(directory, name))]
 
 
 def collect(args, have_torch):
     """Run every round and return all result lines."""
-    threads_list = [int(t) for t in args.threads.split(",")]
+    threads_list = args.threads_list
     tapegrad = os.path.abspath(args.tapegrad_bench)
     torch_script = os.path.join(HERE, "torch_bench.py")
     results = []
@@ -165,7 +205,7 @@ def format_value(value, unit):
     return f"{value:.3g} {unit}"
 
 
-def print_table(results, threads_list, have_torch):
+def print_table(results, threads_list, torch_note):
     groups = group(results)
     rows = [("regression", "1-20-20-1 MSE, batch 64"),
             ("classifier", "30-16-1 BCE, batch 32"),
@@ -197,8 +237,8 @@ def print_table(results, threads_list, have_torch):
             print(f"| {label} | {threads} | {format_value(mine_median, unit)} | "
                   f"{format_value(theirs_median, unit)} | "
                   f"{'-' if ratio is None else f'{ratio:.2f}x'} | {target} | {met} |")
-    if not have_torch:
-        print("\nPyTorch is not installed: the PyTorch column is empty.")
+    if torch_note:
+        print(f"\n{torch_note}: the PyTorch column is empty.")
     print_details(groups, threads_list)
 
 
@@ -256,29 +296,50 @@ def print_details(groups, threads_list):
 
 def main():
     args = parse_args()
-    if not os.access(args.tapegrad_bench, os.X_OK):
-        sys.exit(f"run.py: {args.tapegrad_bench} not found; build it with "
-                 "`ninja -C build` or run bench/run.sh")
+    # Opened first, so that an unwritable path fails before the run.
+    json_file = None
+    if args.json:
+        try:
+            json_file = open(args.json, "w", encoding="utf-8")
+        except OSError as error:
+            sys.exit(f"run.py: cannot write --json {args.json}: {error.strerror}")
+
+    build = build_info(args.tapegrad_bench)
+    warnings = build_warnings(build)
+    for warning in warnings:
+        print(f"run.py: warning: {warning}", file=sys.stderr)
+
+    if args.epoch_rounds > 0 and missing_data(args.data):
+        print(f"run.py: skipping the epoch: {args.data} lacks "
+              f"{', '.join(missing_data(args.data))}. Install Debian's "
+              "dataset-fashion-mnist or pass --data DIR.", file=sys.stderr)
+        args.epoch_rounds = 0
 
     version = None if args.no_torch else torch_version()
     have_torch = version is not None
-    cpu, cores, openblas = system_info()
-    if not args.no_torch and not have_torch:
+    if args.no_torch:
+        torch_note = "PyTorch skipped (--no-torch)"
+    elif not have_torch:
+        torch_note = "PyTorch is not installed"
         print(f"run.py: PyTorch is not installed ({PYTHON} cannot import torch); "
               "reporting tapegrad's figures only. Install Debian's python3-torch to "
               "compare.", file=sys.stderr)
+    else:
+        torch_note = None
 
     results = collect(args, have_torch)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+    if json_file is not None:
+        with json_file:
             for line in results:
-                f.write(json.dumps(line) + "\n")
+                json_file.write(json.dumps(line) + "\n")
 
-    print(f"CPU: {cpu}, {cores} cores; OpenBLAS {openblas}; "
-          f"PyTorch {version if have_torch else 'not installed'}")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; BLAS: {build['blas']}; "
+          f"PyTorch {version if have_torch else ('skipped' if args.no_torch else 'not installed')}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     print(f"medians of {args.reps} repetitions x {args.rounds} rounds "
           f"({args.epoch_rounds} rounds for the epoch)\n")
-    print_table(results, [int(t) for t in args.threads.split(",")], have_torch)
+    print_table(results, args.threads_list, torch_note)
 
 
 if __name__ == "__main__":

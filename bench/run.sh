@@ -13,7 +13,7 @@ if [ "${1:-}" = "--build-dir" ]; then
 fi
 
 if [ ! -d "$build_dir" ]; then
-    meson setup "$build_dir" "$here/.."
+    meson setup "$build_dir" "$here/.." >&2
 fi
 ninja -C "$build_dir" bench/tapegrad_bench >&2
 exec /usr/bin/python3 "$here/run.py" --tapegrad-bench "$build_dir/bench/tapegrad_bench" "$@"

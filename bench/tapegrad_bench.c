@@ -40,6 +40,8 @@ static void usage(FILE *out)
             "  --threads N   OpenBLAS threads (default 1)\n"
             "  --reps N      timed repetitions after the warm-up, 1 to 1000 (default 15)\n"
             "  --data DIR    Fashion-MNIST IDX files for `epoch` (default %s)\n"
+            "  --build-info  print how this build was made (optimised, sanitised,\n"
+            "                BLAS configuration) as one JSON line, and exit\n"
             "  --help        print this help\n"
             "\n"
             "Workloads (`all` runs every one but epoch):\n",
@@ -65,6 +67,7 @@ static int parse_options(int argc, char **argv, bench_options *options)
         {"threads", required_argument, NULL, 't'},
         {"reps", required_argument, NULL, 'r'},
         {"data", required_argument, NULL, 'd'},
+        {"build-info", no_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -89,6 +92,9 @@ static int parse_options(int argc, char **argv, bench_options *options)
         case 'd':
             options->data_dir = optarg;
             break;
+        case 'b':
+            bench_print_build();
+            return 1;
         case 'h':
             usage(stdout);
             return 1;
