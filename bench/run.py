@@ -30,7 +30,7 @@ TARGETS = {
     ("epoch", 1): 1.2, ("epoch", 2): 1.4,
 }
 CHAIN_TARGET = 4.0  # maximum ratio of the chain's gradient cost to its function cost
-MAX_REPS = 1000  # the most repetitions tapegrad_bench accepts
+MAX_REPS = 1000  # the maximum repetitions tapegrad_bench accepts
 DATA_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 
