@@ -10,6 +10,7 @@ table shows tapegrad's figures alone.
 """
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ TARGETS = {
 }
 CHAIN_TARGET = 4.0  # maximum ratio of the chain's gradient cost to its function cost
 MAX_REPS = 1000  # the maximum repetitions tapegrad_bench accepts
+MAX_THREADS = 256  # the maximum thread count tapegrad_bench accepts
 DATA_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 
@@ -41,7 +43,8 @@ def parse_args():
                                                                    "tapegrad_bench"),
                         help="path of the tapegrad_bench executable (default build/bench/...)")
     parser.add_argument("--threads", default="1,2",
-                        help="comma-separated thread counts (default 1,2)")
+                        help=f"comma-separated thread counts, each 1 to {MAX_THREADS} "
+                             "(default 1,2)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="alternating rounds of the step workloads (default 5)")
     parser.add_argument("--epoch-rounds", type=int, default=3,
@@ -61,8 +64,9 @@ def parse_args():
     except ValueError:
         parser.error(f"invalid --threads {args.threads!r}: pass comma-separated "
                      "whole numbers, such as 1,2")
-    if any(t < 1 for t in args.threads_list):
-        parser.error(f"invalid --threads {args.threads!r}: every count must be at least 1")
+    if any(not 1 <= t <= MAX_THREADS for t in args.threads_list):
+        parser.error(f"invalid --threads {args.threads!r}: every count must be 1 to "
+                     f"{MAX_THREADS}")
     if args.rounds < 1:
         parser.error(f"invalid --rounds {args.rounds}: pass 1 or more")
     if args.epoch_rounds < 0:
@@ -140,6 +144,14 @@ def build_warnings(build):
         warnings.append("tapegrad_bench was built without OpenBLAS (-Dblas=disabled), so "
                         "it multiplies with the portable kernel and skips sgemm")
     return warnings
+
+
+def remove_if_present(path):
+    """Delete `path` unless it is gone already (a temporary file at exit)."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def missing_data(directory):
@@ -296,13 +308,17 @@ def print_details(groups, threads_list):
 
 def main():
     args = parse_args()
-    # Opened first, so that an unwritable path fails before the run.
+    # The results go to a temporary file beside --json, renamed over it at
+    # the end: an unwritable path fails before the run, and a failed run
+    # leaves an existing file as it was.
     json_file = None
     if args.json:
+        json_tmp = args.json + ".tmp"
         try:
-            json_file = open(args.json, "w", encoding="utf-8")
+            json_file = open(json_tmp, "w", encoding="utf-8")
         except OSError as error:
             sys.exit(f"run.py: cannot write --json {args.json}: {error.strerror}")
+        atexit.register(remove_if_present, json_tmp)
 
     build = build_info(args.tapegrad_bench)
     warnings = build_warnings(build)
@@ -332,6 +348,7 @@ def main():
         with json_file:
             for line in results:
                 json_file.write(json.dumps(line) + "\n")
+        os.replace(json_tmp, args.json)
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; BLAS: {build['blas']}; "
           f"PyTorch {version if have_torch else ('skipped' if args.no_torch else 'not installed')}")
