@@ -77,7 +77,9 @@ static inline ag_tensor *ag_apply_finish(ag_tape *tape, ag_record *rec, bool nee
 
 /* Returns true when the output of `op` has the dtype and shape of input 0,
  * so its shape rule need not run: a unary elementwise op, or a binary one
- * whose inputs have one shape. */
+ * whose inputs have one shape. The built-in elementwise ops share these two
+ * shape rules, so the rule itself marks an op as elementwise, and the public
+ * ag_op needs no flag that a custom op could set wrongly. */
 static inline bool ag_keeps_input_shape(const ag_op *op, int n_inputs,
                                         ag_tensor *const *inputs)
 {
