@@ -305,14 +305,14 @@ ag_tensor *ag_masked(ag_tape *tape, ag_tensor *x, ag_tensor *mask);
 
 /* ---- anomaly mode ---- */
 
-/* Returns -1 with an error naming `who` when the seed gradient contains a NaN
- * or an infinity, and 0 otherwise. */
-int ag_anomaly_check_seed(const char *who, const ag_tensor *seed);
+/* Returns -1 with an error naming `caller` when the seed gradient contains a
+ * NaN or an infinity, and 0 otherwise. */
+int ag_anomaly_check_seed(const char *caller, const ag_tensor *seed);
 
-/* Returns -1 with an error naming `who`, the record and its inputs when the
+/* Returns -1 with an error naming `caller`, the record and its inputs when the
  * backward rule of `rec`, which just ran, left a NaN or an infinity in the
  * adjoint of an input that requires a gradient; 0 otherwise. */
-int ag_anomaly_check_adjoints(const char *who, const ag_record *rec);
+int ag_anomaly_check_adjoints(const char *caller, const ag_record *rec);
 
 /* Shorthands for ops with one or two inputs. */
 static inline ag_tensor *ag_apply1(ag_tape *tape, const ag_op *op, ag_tensor *x,

@@ -440,8 +440,8 @@ BINARY_GRAPH_RULE(minimum, ag_mul(tape, g, maximum_share(tape, b, a)),
 
 /* ---- public entry points -------------------------------------------------- */
 
-/* The entry points apply their op through the inline body of ag_apply, so
- * the compiler knows the op and calls its forward kernel directly. */
+/* The entry points apply their op through the inline body of ag_apply. The
+ * op is then a constant, and the compiler calls its forward kernel directly. */
 static inline ag_tensor *apply_binary(ag_tape *tape, const ag_op *op, ag_tensor *a,
                                       ag_tensor *b)
 {

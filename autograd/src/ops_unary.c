@@ -171,8 +171,8 @@ static int pow_scalar_backward_graph(ag_tape *tape, const ag_record *rec, ag_ten
 
 /* ---- public entry points -------------------------------------------------- */
 
-/* The entry points apply their op through the inline body of ag_apply, so
- * the compiler knows the op and calls its forward kernel directly. */
+/* The entry points apply their op through the inline body of ag_apply. The
+ * op is then a constant, and the compiler calls its forward kernel directly. */
 static inline ag_tensor *apply_unary(ag_tape *tape, const ag_op *op, ag_tensor *x,
                                      int n_params, const double *params)
 {

@@ -158,7 +158,7 @@ int ag_anomaly_check_output(const ag_tape *tape, const ag_record *rec, bool reco
     return -1;
 }
 
-int ag_anomaly_check_adjoints(const char *who, const ag_record *rec)
+int ag_anomaly_check_adjoints(const char *caller, const ag_record *rec)
 {
     for (int k = 0; k < rec->n_inputs; k++) {
         const ag_tensor *x = rec->inputs[k];
@@ -177,7 +177,7 @@ int ag_anomaly_check_adjoints(const char *who, const ag_record *rec)
                      "(%s) produced %zu NaN and %zu inf in the adjoint of input %d, "
                      "the first at element %zu; output adjoint min %.6g max %.6g, "
                      "%zu non-finite; %s",
-                     who, rec->index, rec->op->name, s.n_nan, s.n_inf, k, s.first_bad,
+                     caller, rec->index, rec->op->name, s.n_nan, s.n_inf, k, s.first_bad,
                      g.min, g.max, g.n_nan + g.n_inf, inputs);
         return -1;
     }
@@ -369,7 +369,7 @@ static void mark_inputs_reached(const ag_tape *tape, const ag_record *rec, bool 
     }
 }
 
-int ag_anomaly_check_seed(const char *who, const ag_tensor *seed)
+int ag_anomaly_check_seed(const char *caller, const ag_tensor *seed)
 {
     value_summary s = summarize(seed);
 
@@ -377,7 +377,7 @@ int ag_anomaly_check_seed(const char *who, const ag_tensor *seed)
         return 0;
     ag_set_error("%s: anomaly mode: the seed gradient holds %zu NaN and "
                  "%zu inf, the first at element %zu; pass a finite seed",
-                 who, s.n_nan, s.n_inf, s.first_bad);
+                 caller, s.n_nan, s.n_inf, s.first_bad);
     return -1;
 }
 
