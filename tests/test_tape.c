@@ -586,6 +586,23 @@ START_TEST(elementwise_output_alignment)
 }
 END_TEST
 
+/* Checks that heap tensors and their gradients start their data on a cache
+ * line, whatever alignment malloc gives the block. */
+START_TEST(heap_data_alignment)
+{
+    for (size_t n = 1; n <= 20; n++) {
+        ag_dtype dtype = n % 2 == 0 ? AG_F64 : AG_F32;
+        ag_tensor *t = ag_zeros(NULL, dtype, 1, (const size_t[]){n});
+
+        ck_assert_ptr_nonnull(t);
+        ck_assert_int_eq(ag_tensor_set_requires_grad(t, true), 0);
+        ck_assert_uint_eq((uintptr_t)ag_tensor_data(t) % 64, 0);
+        ck_assert_uint_eq((uintptr_t)ag_tensor_data(ag_tensor_grad(t)) % 64, 0);
+        ag_tensor_free(t);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("tape");
@@ -619,6 +636,7 @@ int main(void)
     tcase_add_test(tc, apply_rejects_unnamed_op);
     tcase_add_test(tc, elementwise_edge_shapes);
     tcase_add_test(tc, elementwise_output_alignment);
+    tcase_add_test(tc, heap_data_alignment);
     suite_add_tcase(suite, tc);
     return run_suite(suite);
 }

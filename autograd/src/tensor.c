@@ -58,12 +58,16 @@ ag_tensor *ag_tensor_alloc(ag_tape *tape, ag_dtype dtype, int ndim,
     if (tape != NULL) {
         t = ag_arena_tensor(tape, dtype, ndim, shape, numel);
     } else {
-        size_t header = (sizeof(ag_tensor) + (AG_ALIGN - 1)) & ~(size_t)(AG_ALIGN - 1);
+        /* The allocator aligns only as malloc does, so the block has room to
+         * move the data up to the next AG_ALIGN boundary after the header. */
+        size_t header = sizeof(ag_tensor) + (AG_ALIGN - 1);
 
         if (bytes <= SIZE_MAX - header)
             t = ag_heap_alloc(header + bytes);
-        if (t != NULL)
-            ag_tensor_init(t, NULL, dtype, ndim, shape, numel, (unsigned char *)t + header);
+        if (t != NULL) {
+            uintptr_t data = ((uintptr_t)(t + 1) + (AG_ALIGN - 1)) & ~(uintptr_t)(AG_ALIGN - 1);
+            ag_tensor_init(t, NULL, dtype, ndim, shape, numel, (void *)data);
+        }
     }
     if (t == NULL)
         ag_set_error("%s: out of memory for a tensor of %zu bytes", who, bytes);
