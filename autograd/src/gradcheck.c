@@ -36,10 +36,12 @@ typedef struct gradcheck_run {
     double *plus_half; /* f(x + eps/2 u_e), evaluated at candidate kinks */
     double *minus_half;
 
-    /* The first element of f(x) that is not finite at the inputs' own
-     * dtype, or SIZE_MAX; reported once f(x) in f64 proved finite. */
+    /* The first element of f(x) that is not finite at the inputs' own dtype
+     * (SIZE_MAX when none is), its value and that dtype. It is reported only
+     * once f(x) in f64 proved finite. */
     size_t first_nonfinite;
     double nonfinite_value;
+    ag_dtype own_dtype;
 
     bool any_analytic_nonzero;
     bool any_numeric_nonzero;
@@ -229,9 +231,10 @@ static int analytic_jacobian(gradcheck_run *run, ag_gradcheck_result *result)
         ag_set_error("%s", result->message);
         goto done;
     }
-    /* f can overflow in f32 where the f64 differences stay finite. Which
-     * case it is shows once f(x) is known in f64 (require_finite_own). */
+    /* f can overflow in f32 where the f64 differences stay finite, so this
+     * is judged once f(x) is known in f64 (require_finite_own). */
     run->first_nonfinite = SIZE_MAX;
+    run->own_dtype = output->dtype;
     for (size_t j = 0; j < run->n_out; j++) {
         double value = ag_tensor_get(output, j);
 
@@ -328,18 +331,18 @@ static int require_finite_center(const gradcheck_run *run, ag_gradcheck_result *
     return 0;
 }
 
-/* Rejects a non-finite f(x) at the inputs' own dtype (f32) when f(x) is
- * finite in f64: the analytic partials then come from an overflowed f and
- * are no gradient to check. */
+/* Rejects a non-finite f(x) at the inputs' own dtype when f(x) is finite in
+ * f64, because the analytic partials then come from an overflowed f. */
 static int require_finite_own(const gradcheck_run *run, ag_gradcheck_result *result)
 {
     if (run->first_nonfinite == SIZE_MAX)
         return 0;
     return fail_with(result,
-                     "ag_gradcheck: f(x) is %g at output element %zu in f32 but "
+                     "ag_gradcheck: f(x) is %g at output element %zu in %s but "
                      "finite in f64, and the check needs a finite f; pass f64 "
-                     "inputs, or check at a point where f is finite in f32",
-                     run->nonfinite_value, run->first_nonfinite);
+                     "inputs, or check at a point where f is finite in %s",
+                     run->nonfinite_value, run->first_nonfinite,
+                     ag_dtype_name(run->own_dtype), ag_dtype_name(run->own_dtype));
 }
 
 /* Rejects a non-finite f at a moved point. There f is not finite within the
